@@ -1,0 +1,250 @@
+"""Per-piece work: load a score, check it, tokenize it, hash its musical content.
+
+Each function here takes one item (see ``data.sources``) and never raises for bad
+input: a piece that cannot be used comes back with ``status="skipped"``, a ``reason``
+from :data:`SKIP_REASONS` and a short ``message``, so one bad file never stops a run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from symusic import Score
+
+from tokenizer import load_tokenizer
+
+# The fixed set of reasons a piece is skipped (documented in the README).
+SKIP_REASONS = {
+    "not_midi": "not a MIDI file (no MThd header) or an empty file",
+    "corrupt": "the MIDI/ABC parser rejected the file (truncated or malformed)",
+    "bad_header": "unusable time division (ticks per quarter <= 0, e.g. SMPTE timing)",
+    "no_notes": "parsed, but holds no note",
+    "too_short": "fewer notes than --min-notes",
+    "too_long": "more notes than --max-notes or longer than --max-duration-sec",
+    "tokenize_error": "the tokenizer raised on this piece",
+    "duplicate": "same musical content (base token ids) as an earlier piece",
+}
+
+
+@dataclass(frozen=True)
+class PieceLimits:
+    """Bounds on the work one piece may cost.
+
+    Attributes:
+        min_notes: pieces with fewer notes are skipped as ``too_short`` (default 1:
+            a one-note file is music too).
+        max_notes: pieces with more notes are skipped as ``too_long`` (default 200,000,
+            about 15x the longest POP909 song; bounds tokenizer time and memory).
+        max_duration_sec: pieces lasting longer are skipped as ``too_long`` (default one
+            hour; catches absurd delta times that would explode the token count).
+    """
+
+    min_notes: int = 1
+    max_notes: int = 200_000
+    max_duration_sec: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_notes <= self.max_notes:
+            msg = f"Need 0 < min_notes <= max_notes, got {self.min_notes} and {self.max_notes}."
+            raise ValueError(msg)
+        if self.max_duration_sec <= 0:
+            msg = f"max_duration_sec must be positive, got {self.max_duration_sec}."
+            raise ValueError(msg)
+
+
+@contextlib.contextmanager
+def silence_stdout_fd() -> Iterator[None]:
+    """Silence file descriptor 1 (C-level prints, e.g. abc2midi inside symusic)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+class SkipPiece(Exception):
+    """Raised inside the per-piece pipeline; carries a reason from SKIP_REASONS."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        assert reason in SKIP_REASONS, reason
+        super().__init__(message)
+        self.reason = reason
+
+
+def load_score(item: dict[str, str]) -> Score:
+    """Parse an item into a ``symusic.Score`` (ticks).
+
+    Raises:
+        SkipPiece: not_midi, corrupt or bad_header.
+    """
+    if item.get("abc"):
+        try:
+            with silence_stdout_fd():
+                score = Score.from_abc(item["abc"])
+        except Exception as err:  # symusic raises RuntimeError/ValueError variants
+            raise SkipPiece("corrupt", f"ABC parse error: {err}") from err
+    else:
+        path = Path(item["path"])
+        with path.open("rb") as f:
+            head = f.read(4)
+        if head != b"MThd":
+            raise SkipPiece("not_midi", "empty file" if not head else f"starts with {head!r}, not MThd")
+        try:
+            score = Score.from_file(path)
+        except Exception as err:
+            raise SkipPiece("corrupt", f"MIDI parse error: {err}") from err
+    if score.ticks_per_quarter <= 0:
+        raise SkipPiece("bad_header", f"ticks per quarter = {score.ticks_per_quarter}")
+    return score
+
+
+def check_score(score: Score, limits: PieceLimits) -> tuple[int, float]:
+    """Check a score against the limits.
+
+    Returns:
+        ``(num_notes, duration_sec)``.
+
+    Raises:
+        SkipPiece: no_notes, too_short or too_long.
+    """
+    num_notes = score.note_num()
+    if num_notes == 0:
+        raise SkipPiece("no_notes", "no note in any track")
+    if num_notes < limits.min_notes:
+        raise SkipPiece("too_short", f"{num_notes} notes < min_notes {limits.min_notes}")
+    if num_notes > limits.max_notes:
+        raise SkipPiece("too_long", f"{num_notes} notes > max_notes {limits.max_notes}")
+    duration_sec = float(score.to("second").end())
+    if not np.isfinite(duration_sec) or duration_sec > limits.max_duration_sec:
+        raise SkipPiece("too_long", f"lasts {duration_sec:.0f} s > max_duration_sec {limits.max_duration_sec:.0f}")
+    return num_notes, duration_sec
+
+
+def content_hash(ids: list[int] | np.ndarray) -> str:
+    """SHA-1 of base token ids: equal for the same music under any file name or resolution."""
+    return hashlib.sha1(np.asarray(ids, dtype=np.int32).tobytes()).hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _cached_tokenizer(path: str, file_hash: str):  # file_hash keys the cache on content
+    return load_tokenizer(path)
+
+
+def file_sha1(path: str | Path) -> str:
+    """SHA-1 of a file's bytes (used to key caches on the tokenizer's content)."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+
+
+def encode_score(tok, score: Score) -> list[int]:
+    """Token ids of a score (BPE-encoded when the tokenizer is trained).
+
+    Raises:
+        SkipPiece: tokenize_error.
+    """
+    try:
+        return list(tok.encode(score).ids)
+    except Exception as err:
+        raise SkipPiece("tokenize_error", f"{type(err).__name__}: {err}") from err
+
+
+@dataclass
+class PieceResult:
+    """One row of the tokenized-pieces table (also a manifest row)."""
+
+    status: str = "skipped"
+    reason: str = ""
+    message: str = ""
+    num_notes: int = 0
+    duration_sec: float = 0.0
+    num_tokens: int = 0
+    content_hash: str = ""
+    input_ids: list[int] | None = None
+
+
+def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str,
+                  limits: dict[str, Any]) -> dict[str, Any]:
+    """``datasets.map`` function: one item in, one :class:`PieceResult` row out.
+
+    Args:
+        item: ``{"source_id", "path", "abc"}``.
+        tokenizer_path: ``tokenizer.json`` to load (once per worker process).
+        tokenizer_sha1: content hash of that file; part of the map fingerprint so a
+            changed tokenizer never reuses stale cached results.
+        limits: :class:`PieceLimits` fields.
+
+    Returns:
+        PieceResult fields; ``input_ids`` empty for skipped pieces.
+    """
+    tok = _cached_tokenizer(tokenizer_path, tokenizer_sha1)
+    result = PieceResult(input_ids=[])
+    try:
+        score = load_score(item)
+        result.num_notes, result.duration_sec = check_score(score, PieceLimits(**limits))
+        ids = encode_score(tok, score)
+        if not ids:
+            raise SkipPiece("no_notes", "tokenizer produced no token")
+        result.status, result.input_ids, result.num_tokens = "kept", ids, len(ids)
+        result.content_hash = content_hash(ids)
+    except SkipPiece as skip:
+        result.reason, result.message = skip.reason, str(skip)[:300]
+    return asdict(result)
+
+
+def transpose_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str,
+                   max_shift: int) -> dict[str, list]:
+    """Batched ``datasets.map`` function: transposed copies of training pieces.
+
+    Shifts every non-drum track by ``k`` semitones for ``k`` in ``-max_shift..max_shift``
+    (0 excluded); a shift that would move any pitch outside the tokenizer's
+    ``pitch_range`` is left out for that piece. Drum tracks are never shifted (their
+    pitches name instruments, not notes).
+
+    Args:
+        item: batch of pieces with ``source_id``, ``path``, ``abc`` columns.
+
+    Returns:
+        Batch with ``source_id``, ``transpose``, ``num_notes``, ``input_ids``: one row per
+        accepted (piece, shift).
+    """
+    tok = _cached_tokenizer(tokenizer_path, tokenizer_sha1)
+    low, high = tok.config.pitch_range  # inclusive low, exclusive high (MidiTok)
+    out: dict[str, list] = {"source_id": [], "transpose": [], "num_notes": [], "input_ids": []}
+    for source_id, path, abc in zip(item["source_id"], item["path"], item["abc"], strict=True):
+        try:
+            score = load_score({"path": path, "abc": abc})
+        except SkipPiece:
+            continue
+        pitches = [n.pitch for t in score.tracks if not t.is_drum for n in t.notes]
+        if not pitches:
+            continue
+        pmin, pmax = min(pitches), max(pitches)
+        for shift in range(-max_shift, max_shift + 1):
+            if shift == 0 or pmin + shift < low or pmax + shift >= high:
+                continue
+            shifted = score.copy()
+            for track in shifted.tracks:
+                if not track.is_drum:
+                    track.shift_pitch(shift, inplace=True)
+            try:
+                ids = encode_score(tok, shifted)
+            except SkipPiece:
+                continue
+            out["source_id"].append(source_id)
+            out["transpose"].append(shift)
+            out["num_notes"].append(shifted.note_num())
+            out["input_ids"].append(ids)
+    return out

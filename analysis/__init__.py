@@ -1,0 +1,18 @@
+"""Scaling-law analysis in three layers: loaders (runs on disk to DataFrames), fitters
+(arrays to a frozen fit result) and plotters (results to matplotlib Figures).
+
+`analysis.report.run_analysis` ties them together in memory; `scripts/analyze.py` writes
+the files. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from analysis.fit import PowerLawFit, fit_power_law
+from analysis.loaders import load_eval_curves, load_local_runs
+from analysis.plots import plot_scaling, plot_training_curves
+from analysis.report import AnalysisOutputs, run_analysis
+
+__all__ = [
+    "AnalysisOutputs", "PowerLawFit", "fit_power_law", "load_eval_curves", "load_local_runs",
+    "plot_scaling", "plot_training_curves", "run_analysis",
+]

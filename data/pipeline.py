@@ -117,23 +117,22 @@ def mark_duplicates(statuses: list[str], hashes: list[str]) -> list[int]:
     return out
 
 
-class _ItemTrainingIterator(TokTrainingIterator):
-    """MidiTok's BPE training iterator over items (files or ABC tunes) instead of paths."""
-
-    def load_file(self, item: dict[str, str]) -> list[str]:  # type: ignore[override]
+def bpe_training_files(items: list[dict[str, str]], work_dir: Path) -> list[Path]:
+    """Files for MidiTok's ``TokTrainingIterator``: MIDI paths as they are, ABC tunes
+    written once as MIDI files into ``work_dir`` (unparsable ones are left out)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, item in enumerate(items):
+        if not item["abc"]:
+            paths.append(Path(item["path"]))
+            continue
         try:
             score = load_score(item)
         except SkipPiece:
-            return []
-        seq = self.tokenizer.encode(score, encode_ids=False)
-        split = self.tokenizer.config.encode_ids_split
-        subs = seq.split_per_bars() if split == "bar" else seq.split_per_beats() if split == "beat" else [seq]
-        out = []
-        for sub in subs:
-            if len(sub) > 0:
-                self.tokenizer.complete_sequence(sub, complete_bytes=True)
-                out.append(sub.bytes)
-        return out
+            continue
+        paths.append(work_dir / f"{i}.mid")
+        score.dump_midi(paths[-1])
+    return paths
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -205,7 +204,8 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     # 5. optional BPE, trained on train pieces only, then re-encode every split
     if args.bpe_vocab_size:
         train_items = [dict(r) for r in splits["train"].select_columns(["source_id", "path", "abc"])]
-        train_bpe(tok, _ItemTrainingIterator(tok, train_items), args.bpe_vocab_size)
+        files = bpe_training_files(train_items, work / "bpe_midi")
+        train_bpe(tok, TokTrainingIterator(tok, files), args.bpe_vocab_size)
         tok_path = save_tokenizer(tok, work / "bpe")
         tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": file_sha1(tok_path)}
         for s in SPLITS:

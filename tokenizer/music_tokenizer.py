@@ -131,7 +131,7 @@ def train_bpe(tok: miditok.MusicTokenizer, iterator: Iterable[list[str]], vocab_
     Args:
         tok: untrained tokenizer.
         iterator: sized iterable yielding, per training piece, its base tokens as byte
-            strings (one string per bar), see ``data.pipeline.BPEIterator``. Only train
+            strings, e.g. ``miditok.TokTrainingIterator(tok, train_files)``. Only train
             split pieces belong here.
         vocab_size: target vocabulary size, larger than the base vocabulary.
 

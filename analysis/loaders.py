@@ -1,0 +1,208 @@
+"""Loaders: a study on local disk to tidy DataFrames.
+
+This is the only layer that knows where runs come from. A W&B source added later must return
+the same two frames (`RUN_COLUMNS`, `CURVE_COLUMNS`), so fitters and plotters do not change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_FILE = "run_summary.json"
+RESULTS_FILE = "results.json"  # scripts/run_study.py's list of {size, run_dir, status, error, ...}
+STATE_FILE = "trainer_state.json"
+RUN_COLUMNS = [
+    "run_name", "size", "N", "N_total", "D", "C", "train_loss", "eval_loss", "test_loss",
+    "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",
+    "global_batch_tokens", "status", "note", "path",
+]
+# Files that mark a top-level folder as something other than a run (an analysis output, a
+# prepared dataset from scripts/prepare_data.py), so it is not reported as a failed run.
+_NOT_A_RUN_MARKERS = ("fit.json", "report.md", "dataset_dict.json", "manifest.jsonl")
+CURVE_COLUMNS = ["run_name", "size", "N", "step", "tokens", "eval_loss"]
+# Summary key -> DataFrame column; names follow Kaplan et al. (2020): N, D, C = 6ND.
+_SUMMARY_KEYS = {
+    "n_params_non_embedding": "N", "n_params": "N_total", "tokens_trained": "D", "flops": "C",
+    "train_loss": "train_loss", "eval_loss": "eval_loss", "test_loss": "test_loss",
+    "wall_clock_s": "wall_clock_s", "tokens_per_second": "tokens_per_second",
+    "n_layer": "n_layer", "n_embd": "n_embd", "n_head": "n_head", "block_size": "block_size",
+    "global_batch_tokens": "global_batch_tokens",
+}
+
+
+def _number(value: Any) -> float:
+    """Float or nan: a null, string or missing field must not crash the analysis."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    with path.open(encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _find_summaries(study_dir: str | Path) -> list[Path]:
+    root = Path(study_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Study directory {root} does not exist. Train runs first, e.g. "
+            f"`python scripts/run_study.py ...` (all sizes) or `python scripts/train.py --size ...`, "
+            f"then pass their output folder to --runs."
+        )
+    summaries = sorted(root.rglob(SUMMARY_FILE))
+    if not summaries:
+        raise FileNotFoundError(
+            f"No {SUMMARY_FILE} found under {root}. Every finished run writes one; run "
+            f"`python scripts/run_study.py ...` or `python scripts/train.py --size ...` with its "
+            f"output under this folder first."
+        )
+    return summaries
+
+
+def _run_row(summary_path: Path) -> dict[str, Any]:
+    folder = summary_path.parent
+    row: dict[str, Any] = {"run_name": folder.name, "size": None, "status": "unknown", "note": "",
+                           "path": str(folder)}
+    row.update({col: float("nan") for col in _SUMMARY_KEYS.values()})
+    try:
+        summary = _read_json(summary_path)
+        if not isinstance(summary, dict):
+            raise ValueError(f"top level is {type(summary).__name__}, not an object")
+    except (OSError, ValueError) as err:
+        logger.warning("Could not read %s (%s); the run is listed as not used.", summary_path, err)
+        return row | {"status": "unreadable", "note": f"{SUMMARY_FILE} unreadable: {err}"}
+    row.update({col: _number(summary.get(key)) for key, col in _SUMMARY_KEYS.items()})
+    row["run_name"] = str(summary.get("run_name") or folder.name)
+    row["size"] = summary.get("size") or row["run_name"]
+    row["status"] = str(summary.get("status") or "unknown")
+    if np.isnan(row["C"]) and np.isfinite(row["N"] * row["D"]):
+        row["C"] = 6.0 * row["N"] * row["D"]  # C = 6ND, Kaplan et al. (2020), sec. 2.1
+    return row
+
+
+def _folders_without_summary(root: Path, summaries: list[Path], exclude: Iterable[str | Path]) -> list[Path]:
+    """Top-level folders of the study with no run_summary.json anywhere below (failed sizes)."""
+    excluded = {Path(p).resolve() for p in exclude}
+    with_summary = {p.resolve() for s in summaries for p in s.parents}
+    return [d for d in sorted(root.iterdir())
+            if d.is_dir() and not d.name.startswith(".")
+            and d.resolve() not in with_summary and d.resolve() not in excluded
+            and not any((d / marker).exists() for marker in _NOT_A_RUN_MARKERS)]
+
+
+def _failure_notes(root: Path) -> dict[Path, str]:
+    """run_dir -> one-line failure note from the study's results.json, if it has one."""
+    try:
+        entries = _read_json(root / RESULTS_FILE)
+    except (OSError, ValueError):
+        return {}
+    notes = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("run_dir") and entry.get("status") == "failed":
+            last = [line.strip() for line in str(entry.get("error") or "").splitlines() if line.strip()]
+            notes[Path(entry["run_dir"]).resolve()] = (
+                f"failed with exit code {entry.get('returncode')}" + (f", last log line: {last[-1]}" if last else ""))
+    return notes
+
+
+def load_local_runs(study_dir: str | Path, *, exclude: Iterable[str | Path] = ()) -> pd.DataFrame:
+    """Loads every run of a study from its ``run_summary.json`` files.
+
+    The study is scanned recursively, so runs may sit at any depth; ``results.json`` at the
+    root only adds the failure's last log line to such runs' notes. Top-level folders with no summary below them (a size that crashed before
+    finishing) get a row with status ``"no_summary"``, except hidden folders and those holding
+    an analysis output or a prepared dataset (`_NOT_A_RUN_MARKERS`). Nothing here decides which runs a fit
+    uses: unfinished or broken runs keep their status and a note.
+
+    Args:
+        study_dir: Root folder of the study (e.g. ``runs/demo``).
+        exclude: Folders to skip when looking for summary-less runs, e.g. an analysis
+            output folder inside the study.
+
+    Returns:
+        DataFrame with columns `RUN_COLUMNS`, one row per run, sorted by ``N`` (nan last):
+        ``N`` non-embedding parameters, ``N_total`` all parameters, ``D`` training tokens,
+        ``C`` FLOPs (``6 * N * D``), losses in nats/token (``test_loss`` may be nan),
+        ``wall_clock_s`` seconds, ``tokens_per_second``, ``status`` (``"finished"`` for
+        usable runs), ``note`` (why a row is incomplete) and ``path`` (run folder). Numeric
+        columns are float64 with nan for missing values.
+
+    Raises:
+        FileNotFoundError: ``study_dir`` is missing or holds no ``run_summary.json``; the
+            message says which training command to run.
+    """
+    summaries = _find_summaries(study_dir)
+    rows = [_run_row(p) for p in summaries]
+    failures = _failure_notes(Path(study_dir))
+    for folder in _folders_without_summary(Path(study_dir), summaries, exclude):
+        note = f"no {SUMMARY_FILE} in the folder (the run did not finish)"
+        if folder.resolve() in failures:
+            note += f"; {RESULTS_FILE}: {failures[folder.resolve()]}"
+        rows.append({"run_name": folder.name, "size": folder.name, "status": "no_summary", "note": note,
+                     "path": str(folder)})
+    df = pd.DataFrame(rows).reindex(columns=RUN_COLUMNS)
+    return df.sort_values(["N", "run_name"], na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _state_file(folder: Path) -> Path | None:
+    """The run's own trainer_state.json, else the one of its latest checkpoint."""
+    if (folder / STATE_FILE).is_file():
+        return folder / STATE_FILE
+    checkpoints = [p for p in folder.glob(f"checkpoint-*/{STATE_FILE}") if p.parent.name[11:].isdigit()]
+    return max(checkpoints, key=lambda p: int(p.parent.name[11:]), default=None)
+
+
+def load_eval_curves(study_dir: str | Path) -> pd.DataFrame:
+    """Loads eval-loss curves from each run's ``trainer_state.json`` (Hugging Face Trainer).
+
+    Evaluation entries of ``log_history`` are those with an ``eval_loss`` key. Tokens seen are
+    ``num_input_tokens_seen`` when logged, else ``step * global_batch_tokens`` from the run
+    summary. A run without a readable state file contributes no rows (logged as a warning).
+
+    Args:
+        study_dir: Root folder of the study.
+
+    Returns:
+        DataFrame with columns `CURVE_COLUMNS`: ``run_name``, ``size``, ``N`` (non-embedding),
+        ``step`` (int), ``tokens`` (float, nan if unknown) and ``eval_loss`` (nats/token),
+        sorted by ``N`` then ``step``.
+
+    Raises:
+        FileNotFoundError: As `load_local_runs`.
+    """
+    rows = []
+    for summary_path in _find_summaries(study_dir):
+        run = _run_row(summary_path)
+        state_path = _state_file(summary_path.parent)
+        if state_path is None:
+            logger.warning("No %s for run %s in %s; it has no curve.", STATE_FILE, run["run_name"],
+                           summary_path.parent)
+            continue
+        try:
+            history = _read_json(state_path).get("log_history", [])
+        except (OSError, ValueError, AttributeError) as err:
+            logger.warning("Could not read %s (%s); run %s has no curve.", state_path, err, run["run_name"])
+            continue
+        for entry in history:
+            if not isinstance(entry, dict) or "eval_loss" not in entry or "step" not in entry:
+                continue
+            tokens = _number(entry.get("num_input_tokens_seen"))
+            if not tokens > 0:  # Trainer logs 0 or omits it unless include_num_input_tokens_seen
+                tokens = _number(entry["step"]) * run["global_batch_tokens"]
+            rows.append({"run_name": run["run_name"], "size": run["size"], "N": run["N"],
+                         "step": int(entry["step"]), "tokens": tokens,
+                         "eval_loss": _number(entry["eval_loss"])})
+    df = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    return df.sort_values(["N", "run_name", "step"], na_position="last", kind="stable").reset_index(drop=True)

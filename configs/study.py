@@ -1,0 +1,155 @@
+"""Study hyperparameters: one YAML file shared by every size, and the batch arithmetic."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+from configs import CONFIG_DIR
+from configs.models import STUDY_SIZES
+
+logger = logging.getLogger(__name__)
+DEFAULT_STUDY = CONFIG_DIR / "study.yaml"
+DEMO_STUDY = CONFIG_DIR / "demo_study.yaml"
+# Fields derived from global_batch_tokens and the token budget; setting them by hand would
+# silently change D between sizes or world sizes.
+DERIVED_TRAINING_FIELDS = ("per_device_train_batch_size", "gradient_accumulation_steps", "max_steps",
+                           "num_train_epochs")
+
+
+@dataclass
+class StudyArguments:
+    """Hyperparameters shared by every size of a study (besides TrainingArguments)."""
+
+    study: str = field(default=str(DEFAULT_STUDY), metadata={
+        "help": "Study YAML: StudyArguments and TrainingArguments values shared by all sizes."})
+    study_name: str = field(default="music-scaling", metadata={"help": "Name of the study (group of runs)."})
+    sizes: list[str] = field(default_factory=lambda: list(STUDY_SIZES),
+                             metadata={"help": "Sizes trained by scripts/run_study.py, smallest first."})
+    global_batch_tokens: int = field(default=524288, metadata={
+        "help": "Tokens per optimizer step across all devices (default 512 x 1024, Kaplan et al. 2020)."})
+    max_device_batch_size: int = field(default=16, metadata={
+        "help": "Largest micro-batch per device, in sequences; accumulation makes up the rest."})
+    max_tokens: int = field(default=0, metadata={
+        "help": "Token budget D per run (0: one epoch of the train split). Never exceeds one epoch."})
+    eval_max_blocks: int = field(default=512, metadata={
+        "help": "Evaluate on at most this many validation/test blocks (0: all)."})
+
+    def __post_init__(self) -> None:
+        if self.global_batch_tokens < 1 or self.max_device_batch_size < 1:
+            raise ValueError("global_batch_tokens and max_device_batch_size must be positive, got "
+                             f"{self.global_batch_tokens} and {self.max_device_batch_size}.")
+        if self.max_tokens < 0 or self.eval_max_blocks < 0:
+            raise ValueError("max_tokens and eval_max_blocks must be >= 0.")
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    """How a global token batch is laid out on the hardware.
+
+    ``tokens_per_step = per_device_batch_size * gradient_accumulation_steps * world_size
+    * block_size``.
+    """
+
+    per_device_batch_size: int
+    gradient_accumulation_steps: int
+    world_size: int
+    block_size: int
+
+    @property
+    def sequences_per_step(self) -> int:
+        return self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.sequences_per_step * self.block_size
+
+
+def compute_batch_layout(global_batch_tokens: int, block_size: int, world_size: int,
+                         max_device_batch_size: int) -> BatchLayout:
+    """Derive micro-batch and accumulation from the global batch in tokens.
+
+    ``S = global_batch_tokens / block_size`` sequences per step are split over
+    ``world_size`` devices; the fewest accumulation steps ``g`` with
+    ``S % (world_size * g) == 0`` and ``S / (world_size * g) <= max_device_batch_size``
+    are chosen (largest micro-batch that fits).
+
+    Args:
+        global_batch_tokens: requested tokens per optimizer step.
+        block_size: tokens per sequence.
+        world_size: number of processes (devices).
+        max_device_batch_size: memory cap on sequences per device per forward pass.
+
+    Returns:
+        The layout; its ``tokens_per_step`` equals ``global_batch_tokens``.
+
+    Raises:
+        ValueError: ``global_batch_tokens`` is not a multiple of ``block_size``, or the
+            sequences per step cannot be shared evenly by ``world_size`` devices.
+    """
+    if global_batch_tokens % block_size:
+        msg = (f"global_batch_tokens {global_batch_tokens} is not a multiple of block_size {block_size}; "
+               f"use e.g. {max(1, round(global_batch_tokens / block_size)) * block_size}.")
+        raise ValueError(msg)
+    sequences = global_batch_tokens // block_size
+    if sequences % world_size:
+        msg = (f"{sequences} sequences per step cannot be split evenly over {world_size} processes; "
+               f"choose global_batch_tokens as a multiple of {world_size * block_size}.")
+        raise ValueError(msg)
+    per_rank = sequences // world_size
+    for accumulation in range(1, per_rank + 1):
+        if per_rank % accumulation == 0 and per_rank // accumulation <= max_device_batch_size:
+            return BatchLayout(per_rank // accumulation, accumulation, world_size, block_size)
+    raise AssertionError("unreachable: accumulation == per_rank always fits")
+
+
+def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> dict[str, Any]:
+    """Read a study YAML and check every key names a field of ``dataclass_types``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a key that no dataclass has (``set_defaults`` would keep a typo quietly).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Study file {path} not found; see configs/study.yaml for the format.")
+    values = yaml.safe_load(path.read_text()) or {}
+    known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    strangers = sorted(set(values) - known)
+    if strangers:
+        raise ValueError(f"{path}: unknown keys {strangers}; keys must be StudyArguments or "
+                         "TrainingArguments fields.")
+    derived = sorted(set(values) & set(DERIVED_TRAINING_FIELDS))
+    if derived:
+        raise ValueError(f"{path}: {derived} are derived from global_batch_tokens and max_tokens; remove them.")
+    return values
+
+
+def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str]) -> tuple[Any, ...]:
+    """Parse argv into dataclasses with precedence: default < study YAML < flag.
+
+    ``--study PATH`` (a StudyArguments field) selects the YAML; it must be one of the
+    ``dataclass_types``' fields via :class:`StudyArguments`.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--study", default=str(DEFAULT_STUDY))
+    known, _ = pre.parse_known_args(argv)
+    parser = HfArgumentParser(dataclass_types)
+    defaults = load_study_defaults(known.study, dataclass_types)
+    parser.set_defaults(**defaults)
+    derived_flags = [a for a in argv if a.lstrip("-").replace("-", "_").split("=")[0] in DERIVED_TRAINING_FIELDS]
+    if derived_flags:
+        raise ValueError(f"{derived_flags} are derived from --global_batch_tokens and --max_tokens; "
+                         "set those instead.")
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+__all__ = ["BatchLayout", "DEFAULT_STUDY", "DEMO_STUDY", "StudyArguments", "TrainingArguments",
+           "compute_batch_layout", "load_study_defaults", "parse_with_study"]

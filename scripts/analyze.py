@@ -1,0 +1,100 @@
+"""Fit a scaling law to the runs of a study and write plots, tables and a report.
+
+    python scripts/analyze.py --runs runs/demo --output runs/demo/analysis
+    python scripts/analyze.py --runs runs/study --output runs/study/analysis_total \
+        --metric test_loss --n-convention total --n-bootstrap 2000
+
+Reads every ``run_summary.json`` (and ``trainer_state.json``) under --runs, fits
+``L(N) = a * N**(-alpha) + c`` with residual-bootstrap intervals (see
+``analysis.fit.fit_power_law``) and writes into --output: fit.json, scaling_plot.png,
+training_curves.png, summary_table.json, summary_table.md and report.md. With fewer than 3
+usable runs no fit is made, the rest is still written and the exit code is 0. Takes a few
+seconds on a CPU; needs no GPU and no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from analysis.report import METRICS, N_CONVENTIONS, run_analysis
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Writes to a temporary file in the same folder, then renames it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_bytes(obj: object) -> bytes:
+    return (json.dumps(obj, indent=2, allow_nan=False) + "\n").encode()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, required=True,
+                        help="Study folder holding the runs (searched recursively for run_summary.json).")
+    parser.add_argument("--output", type=Path, required=True, help="Folder for the outputs (created).")
+    parser.add_argument("--metric", choices=METRICS, default="eval_loss",
+                        help="Loss to fit, nats/token (default: eval_loss).")
+    parser.add_argument("--n-convention", choices=tuple(N_CONVENTIONS), default="non_embedding",
+                        help="N = non-embedding (Kaplan et al. 2020) or total parameters "
+                             "(default: non_embedding).")
+    parser.add_argument("--n-bootstrap", type=int, default=1000,
+                        help="Residual-bootstrap refits for the intervals; 0 skips them (default: 1000).")
+    parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (default: 0).")
+    args = parser.parse_args(argv)
+    if args.n_bootstrap < 0:
+        parser.error(f"--n-bootstrap must be >= 0; got {args.n_bootstrap}.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = run_analysis(args.runs, metric=args.metric, n_convention=args.n_convention,
+                              n_bootstrap=args.n_bootstrap, seed=args.seed, exclude=[args.output])
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+    # --- write outputs
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    for name, fig in result.figures.items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        _write_atomic(out / name, buf.getvalue())
+    _write_atomic(out / "fit.json", _json_bytes(result.fit_dict))
+    _write_atomic(out / "summary_table.json", _json_bytes(result.table_rows))
+    _write_atomic(out / "summary_table.md", result.table_md.encode())
+    _write_atomic(out / "report.md", result.report_md.encode())
+
+    # --- tell the user
+    for run in result.not_used:
+        print(f"not used: {run['run_name']}: {run['reason']}")
+    fit = result.fit_dict
+    if fit["fitted"]:
+        lo, hi = fit["alpha_ci"]
+        ci = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "(no interval)"
+        print(f"fit on {fit['n_points']} runs: alpha = {fit['alpha']:.4f} {ci}, a = {fit['a']:.4g}, "
+              f"c = {fit['c']:.4f}")
+    else:
+        print(f"no fit: {fit['reason']}")
+    print(out / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

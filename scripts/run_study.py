@@ -1,0 +1,52 @@
+"""Train every size of a study on one dataset, with identical hyperparameters.
+
+    python scripts/run_study.py --dataset data_out/builtin --output-dir runs/demo --study configs/demo_study.yaml
+    python scripts/run_study.py --dataset data_out/lmd --output-dir runs/lmd \
+        --launcher "accelerate launch --num_processes 8"
+
+Sizes come from the study YAML (``sizes:``) or --sizes. A size whose run_summary.json
+exists is skipped (delete its folder to retrain); a size that fails is recorded in
+results.json with its exit code and last log lines, and the next size runs. Any other
+flag (a StudyArguments or TrainingArguments field such as --learning_rate) is passed to
+scripts/train.py for every size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from configs.study import DEFAULT_STUDY, StudyArguments, TrainingArguments, parse_with_study
+from training.run import RunArguments
+from training.study import RESULTS_FILENAME, run_study
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="Folder written by scripts/prepare_data.py.")
+    parser.add_argument("--output-dir", "--output_dir", required=True, help="Study folder (one sub-folder per size).")
+    parser.add_argument("--study", default=str(DEFAULT_STUDY), help="Study YAML shared by all sizes.")
+    parser.add_argument("--sizes", nargs="+", help="Sizes to train (default: the study's `sizes`).")
+    parser.add_argument("--launcher", default=f"{shlex.quote(sys.executable)}",
+                        help='Command that runs a script, e.g. "accelerate launch --num_processes 4".')
+    args, passthrough = parser.parse_known_args(argv)
+    # Validate the study and the pass-through flags once, before any run starts.
+    _, study, _ = parse_with_study((RunArguments, StudyArguments, TrainingArguments),
+                                   ["--size", "x", "--dataset", args.dataset, "--study", args.study,
+                                    "--output_dir", args.output_dir, *passthrough])
+    sizes = args.sizes or study.sizes
+    train_script = Path(__file__).resolve().with_name("train.py")
+    command = [*shlex.split(args.launcher), str(train_script), "--dataset", args.dataset,
+               "--study", args.study, *passthrough]
+    results = run_study(sizes, args.output_dir, command)
+    failed = [r["size"] for r in results if r["status"] == "failed"]
+    print(f"Results: {Path(args.output_dir) / RESULTS_FILENAME}"
+          + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
+    return 1 if failed and len(failed) == len(results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

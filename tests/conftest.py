@@ -1,0 +1,58 @@
+"""Shared fixtures: real MIDI from ../shared/data, small corrupt files, a tiny dataset."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+POP909 = SHARED_DATA / "pop909"
+BAD_MIDI = SHARED_DATA / "bad_midi"
+
+
+@pytest.fixture(scope="session")
+def pop909_files() -> list[Path]:
+    """The first eight POP909 songs (skips when ../shared/data/pop909 is absent)."""
+    if not POP909.is_dir():
+        pytest.skip(f"POP909 not found at {POP909} (the team's shared data folder)")
+    return sorted(POP909.glob("*.mid"))[:8]
+
+
+@pytest.fixture(scope="session")
+def make_corpus():
+    """Factory of a small messy corpus (see _make_corpus)."""
+    return _make_corpus
+
+
+def _make_corpus(folder: Path, pop909_files: list[Path]) -> dict[str, str]:
+    """A small messy corpus: 8 real songs, a duplicate, corrupt bytes, an empty MIDI, ABC.
+
+    Returns:
+        source_id -> expected reason ("" for kept pieces).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for p in pop909_files:
+        shutil.copy(p, folder / p.name)
+        expected[p.name] = ""
+    sub = folder / "nested" / "deeper"
+    sub.mkdir(parents=True)
+    shutil.copy(pop909_files[0], sub / "same_song_other_name.MID")
+    expected["nested/deeper/same_song_other_name.MID"] = "duplicate"
+    (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff\xff\xff\x00\x90")
+    expected["corrupt.mid"] = "corrupt"
+    (folder / "text.midi").write_bytes(b"this is not a midi file")
+    expected["text.midi"] = "not_midi"
+    # A valid MIDI file with one empty track: header + MTrk holding only end-of-track.
+    (folder / "empty.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0"
+                                       b"MTrk\x00\x00\x00\x04\x00\xff\x2f\x00")
+    expected["empty.mid"] = "no_notes"
+    (folder / "tunes.abc").write_text(
+        "%abc-2.1\n\nX:1\nT:Scale\nM:4/4\nL:1/8\nK:C\nCDEF GABc|cBAG FEDC|CDEF GABc|c8|]\n\n"
+        "X:2\nT:Other\nM:3/4\nL:1/4\nK:G\nGAB|cde|dcB|A3|GAB|c2B|A2G|G3|]\n")
+    expected["tunes.abc#X:1"] = ""
+    expected["tunes.abc#X:2"] = ""
+    return expected

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from datasets import Dataset, load_from_disk
+
+from data.packing import pack_dataset, pack_sequences
+from data.pipeline import DataArguments, assign_split, mark_duplicates, prepare_dataset
+from data.processing import SKIP_REASONS
+from data.sources import list_source_items, split_abc_tunes
+
+
+# --- packing ------------------------------------------------------------------------
+
+def test_pack_sequences_known_answer():
+    blocks, dropped = pack_sequences([[5, 6, 7], [8], [9, 10]], block_size=4, bos_id=1, eos_id=2)
+    # stream: 1 5 6 7 2 | 1 8 2 1 9 10 2  -> 12 tokens, 3 blocks, nothing dropped
+    assert blocks == [[1, 5, 6, 7], [2, 1, 8, 2], [1, 9, 10, 2]]
+    assert dropped == 0
+    blocks, dropped = pack_sequences([[5, 6, 7], [8, 9]], block_size=5, bos_id=1, eos_id=2)
+    assert blocks == [[1, 5, 6, 7, 2]] and dropped == 4  # "1 8 9 2" is the dropped tail
+    blocks, dropped = pack_sequences([[5, 6, 7], [8, 9]], block_size=3, bos_id=1, eos_id=2)
+    assert blocks == [[1, 5, 6], [7, 2, 1], [8, 9, 2]] and dropped == 0
+
+
+def test_pack_dataset_matches_reference_and_drops_only_the_tail():
+    rng = random.Random(0)
+    seqs = [[rng.randint(3, 99) for _ in range(rng.randint(0, 200))] for _ in range(300)]
+    pieces = Dataset.from_dict({"input_ids": seqs, "num_tokens": [len(s) for s in seqs]})
+    total = sum(len(s) + 2 for s in seqs)
+    for block_size in (5, 64, 333):
+        reference, ref_dropped = pack_sequences(seqs, block_size, 1, 2)
+        packed, dropped = pack_dataset(pieces, block_size, 1, 2, batch_size=17)
+        rows = [list(r) for r in packed["input_ids"]]
+        assert rows == reference
+        assert all(len(r) == block_size for r in rows)  # no padding, no short block
+        assert dropped == ref_dropped == total % block_size < block_size
+        assert len(rows) * block_size + dropped == total
+
+
+# --- sources, hashing, splits -------------------------------------------------------
+
+def test_split_abc_tunes_keeps_file_header():
+    text = "%abc-2.1\nL:1/8\n\nX:1\nT:a\nK:C\nCDE|\n\nX:7\nT:b\nK:G\nGAB|\n"
+    tunes = split_abc_tunes(text)
+    assert [n for n, _ in tunes] == ["1", "7"]
+    assert all(t.startswith("L:1/8") for _, t in tunes)
+    assert "T:b" in tunes[1][1] and "T:a" not in tunes[1][1]
+
+
+def test_builtin_corpus_lists_about_13000_tunes():
+    items = list_source_items("builtin")
+    assert 12_000 < len(items) < 14_000
+    assert len({i["source_id"] for i in items}) == len(items)
+    assert all(i["abc"].lstrip().startswith(("X:", "%", "L:", "M:", "I:")) or "X:" in i["abc"] for i in items[:50])
+
+
+def test_missing_source_folder_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="builtin"):
+        list_source_items(tmp_path / "nope")
+
+
+def test_assign_split_is_deterministic_and_proportional():
+    hashes = [f"{i:040x}" for i in range(20_000)]
+    splits = [assign_split(h, 0.1, 0.05, seed=3) for h in hashes]
+    assert splits == [assign_split(h, 0.1, 0.05, seed=3) for h in hashes]
+    assert abs(splits.count("validation") / len(splits) - 0.10) < 0.01
+    assert abs(splits.count("test") / len(splits) - 0.05) < 0.01
+    assert splits != [assign_split(h, 0.1, 0.05, seed=4) for h in hashes]
+
+
+def test_mark_duplicates_keeps_first():
+    assert mark_duplicates(["kept", "kept", "skipped", "kept"], ["a", "b", "", "a"]) == [-1, -1, -1, 0]
+
+
+def test_arguments_are_checked():
+    with pytest.raises(ValueError, match="val-fraction"):
+        DataArguments(source="builtin", output="x", val_fraction=0.6, test_fraction=0.5)
+    with pytest.raises(ValueError, match="block-size"):
+        DataArguments(source="builtin", output="x", block_size=1)
+
+
+# --- the whole preparation ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, pop909_files, make_corpus):
+    root = tmp_path_factory.mktemp("prep")
+    expected = make_corpus(root / "corpus", pop909_files)
+    args = DataArguments(source=str(root / "corpus"), output=str(root / "out"), block_size=128, num_proc=2,
+                         val_fraction=0.25, test_fraction=0.25, augment_transpose=1, seed=0)
+    stats = prepare_dataset(args, command_line="test")
+    manifest = [json.loads(line) for line in (root / "out" / "manifest.jsonl").read_text().splitlines()]
+    return root / "out", stats, manifest, expected
+
+
+def test_manifest_accounts_for_every_input_with_reasons(prepared):
+    out, stats, manifest, expected = prepared
+    by_id = {r["source_id"]: r for r in manifest}
+    assert set(by_id) == set(expected)
+    for source_id, reason in expected.items():
+        row = by_id[source_id]
+        assert row["status"] == ("skipped" if reason else "kept"), (source_id, row)
+        assert row["reason"] == reason, (source_id, row)
+        assert row["reason"] == "" or row["reason"] in SKIP_REASONS
+        assert row["status"] == "kept" or row["message"]
+    assert stats["items_seen"] == len(expected) == stats["items_kept"] + stats["items_skipped"]
+    assert stats["skipped_by_reason"] == {"corrupt": 1, "duplicate": 1, "no_notes": 1, "not_midi": 1}
+    assert "same content as 001.mid" in by_id["nested/deeper/same_song_other_name.MID"]["message"]
+
+
+def test_splits_share_no_piece_and_augment_train_only(prepared):
+    out, stats, manifest, _ = prepared
+    kept = [r for r in manifest if r["status"] == "kept"]
+    hashes = {s: {r["content_hash"] for r in kept if r["split"] == s} for s in ("train", "validation", "test")}
+    assert not (hashes["train"] & hashes["validation"]) and not (hashes["train"] & hashes["test"])
+    assert not (hashes["validation"] & hashes["test"])
+    assert all(stats["splits"][s]["pieces"] >= 1 for s in hashes)
+    sp = stats["splits"]
+    assert sp["train"]["sequences_with_augmentation"] > sp["train"]["pieces"]  # +-1 semitone copies
+    for s in ("validation", "test"):
+        assert sp[s]["sequences_with_augmentation"] == sp[s]["pieces"]
+
+
+def test_saved_dataset_blocks_and_stats(prepared):
+    out, stats, _, _ = prepared
+    ds = load_from_disk(str(out))
+    assert set(ds) == {"train", "validation", "test"}
+    for split, d in ds.items():
+        ids = np.asarray(d["input_ids"])
+        assert ids.shape == (stats["splits"][split]["blocks"], 128)
+        s = stats["splits"][split]
+        # every piece contributes its tokens plus BOS and EOS; only the last partial block goes
+        total = s["tokens"] + 2 * s["sequences_with_augmentation"]
+        assert s["dropped_tokens"] == total - len(d) * 128 and 0 <= s["dropped_tokens"] < 128
+        assert (ids == 1).sum() >= 1 and ids.max() < stats["vocab_size"]
+    assert stats["vocab_size"] == 518 and stats["tokenization"] == "REMI"
+    assert (out / "tokenizer.json").is_file() and not (out / "_work").exists()
+    assert stats["splits"]["train"]["tokens_per_note"] > 1
+
+
+def test_bpe_is_trained_and_used(tmp_path, pop909_files):
+    (tmp_path / "c").mkdir()
+    for p in pop909_files[:6]:
+        (tmp_path / "c" / p.name).write_bytes(p.read_bytes())
+    args = DataArguments(source=str(tmp_path / "c"), output=str(tmp_path / "o"), block_size=64, num_proc=1,
+                         val_fraction=0.2, test_fraction=0.2, bpe_vocab_size=700, seed=3)
+    stats = prepare_dataset(args)
+    assert stats["vocab_size"] == 700
+    ds = load_from_disk(str(tmp_path / "o"))
+    assert max(int(np.max(d["input_ids"])) for d in ds.values() if len(d)) >= 518  # learned merges appear
+    manifest = [json.loads(line) for line in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines()]
+    base_tokens = sum(r["num_tokens"] for r in manifest if r["split"] == "train")
+    assert stats["splits"]["train"]["tokens"] < base_tokens  # BPE compresses the sequences

@@ -1,0 +1,228 @@
+"""Train one model size on a prepared dataset and write ``run_summary.json``.
+
+The Trainer owns the loop; this module derives the batch layout and step count from the
+study's token budget, adds throughput / memory logging, evaluates on validation during
+training and on test at the end, and records N, D and C as structured fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from datasets import DatasetDict, load_from_disk
+from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
+
+from configs.models import build_model_config, count_parameters
+from configs.study import BatchLayout, StudyArguments, compute_batch_layout
+from data.pipeline import STATS_FILENAME
+from tokenizer import load_tokenizer, save_tokenizer, special_token_ids
+
+logger = logging.getLogger(__name__)
+RUN_SUMMARY_FILENAME = "run_summary.json"
+
+
+@dataclass
+class RunArguments:
+    """What to train: one size on one prepared dataset."""
+
+    size: str = field(metadata={"help": "Model size: a name in configs/sizes/ (tiny, small, medium, large, xl, "
+                                        "demo1..demo5) or a YAML path."})
+    dataset: str = field(metadata={"help": "Folder written by scripts/prepare_data.py."})
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write JSON through a temporary file and ``os.replace`` so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def load_prepared_dataset(path: str | Path) -> tuple[DatasetDict, dict[str, Any]]:
+    """Load the DatasetDict and stats.json written by ``scripts/prepare_data.py``.
+
+    Raises:
+        FileNotFoundError: no prepared dataset there; says which command makes one.
+    """
+    path = Path(path)
+    if not (path / "dataset_dict.json").is_file() or not (path / STATS_FILENAME).is_file():
+        msg = (f"No prepared dataset at {path}. Run first:\n"
+               f"  python scripts/prepare_data.py --source builtin --output {path}")
+        raise FileNotFoundError(msg)
+    return load_from_disk(str(path)), json.loads((path / STATS_FILENAME).read_text())
+
+
+def collate_blocks(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Stack packed blocks into ``input_ids``/``labels`` of shape (batch, block_size), int64.
+
+    Labels equal the inputs: ``GPT2LMHeadModel`` shifts them by one internally.
+    """
+    ids = torch.from_numpy(np.stack([f["input_ids"] for f in features]).astype(np.int64))
+    return {"input_ids": ids, "labels": ids}
+
+
+class StudyTrainer(Trainer):
+    """Trainer that adds tokens seen, tokens/s, wall clock and GPU memory to every log."""
+
+    def __init__(self, *args: Any, tokens_per_step: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tokens_per_step = tokens_per_step
+        self.start_time = time.time()
+        self.start_step = 0
+        self.eval_seconds = 0.0
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        t0 = time.time()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.eval_seconds += time.time() - t0
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        wall = time.time() - self.start_time
+        tokens = self.state.global_step * self.tokens_per_step
+        logs["tokens_seen"] = tokens
+        logs["wall_clock_s"] = round(wall, 3)
+        train_seconds = max(wall - self.eval_seconds, 1e-9)
+        logs["tokens_per_second"] = (self.state.global_step - self.start_step) * self.tokens_per_step / train_seconds
+        if torch.cuda.is_available():
+            logs["gpu_max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        super().log(logs, *args, **kwargs)
+
+
+def plan_steps(num_train_blocks: int, layout: BatchLayout, max_tokens: int) -> int:
+    """Optimizer steps for a token budget (or one epoch), never repeating data.
+
+    Raises:
+        ValueError: the budget exceeds one epoch, or the epoch is shorter than one step.
+    """
+    epoch_steps = num_train_blocks // layout.sequences_per_step
+    if epoch_steps < 1:
+        raise ValueError(f"The train split has {num_train_blocks} blocks, fewer than one step of "
+                         f"{layout.sequences_per_step}; lower global_batch_tokens or use more data.")
+    if not max_tokens:
+        return epoch_steps
+    steps = max_tokens // layout.tokens_per_step
+    if steps > epoch_steps:
+        raise ValueError(f"max_tokens {max_tokens} exceeds one epoch of the train split "
+                         f"({epoch_steps * layout.tokens_per_step} tokens in whole steps); lower it, "
+                         "add data, or prepare with --augment-transpose.")
+    if steps < 1:
+        raise ValueError(f"max_tokens {max_tokens} is less than one step of {layout.tokens_per_step} tokens.")
+    return steps
+
+
+def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments) -> dict[str, Any]:
+    """Train one size; write the model, tokenizer, trainer state and run_summary.json.
+
+    Args:
+        run: size and dataset.
+        study: shared hyperparameters (batch in tokens, budget, eval cap).
+        training_args: Trainer settings; batch sizes, accumulation and max_steps are
+            overwritten from the study (they are derived, never hand-set).
+
+    Returns:
+        The run summary (also written to ``<output_dir>/run_summary.json``).
+
+    Raises:
+        FileNotFoundError: missing dataset. ValueError: inconsistent batch/budget.
+    """
+    t_start = time.time()
+    datasets, stats = load_prepared_dataset(run.dataset)
+    tok = load_tokenizer(run.dataset)
+    ids = special_token_ids(tok)
+    block_size = len(datasets["train"][0]["input_ids"])
+    assert block_size == stats["block_size"], "stats.json disagrees with the packed blocks"
+    world_size = PartialState().num_processes
+    layout = compute_batch_layout(study.global_batch_tokens, block_size, world_size, study.max_device_batch_size)
+    max_steps = plan_steps(len(datasets["train"]), layout, study.max_tokens)
+
+    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    training_args = dataclasses.replace(
+        training_args,
+        per_device_train_batch_size=layout.per_device_batch_size,
+        per_device_eval_batch_size=layout.per_device_batch_size,
+        gradient_accumulation_steps=layout.gradient_accumulation_steps,
+        max_steps=max_steps,
+        bf16=use_bf16 or training_args.bf16,
+        eval_strategy="steps" if training_args.eval_steps else "no",
+        include_num_input_tokens_seen="all",
+        remove_unused_columns=False,
+    )
+    output_dir = Path(training_args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    set_seed(training_args.seed)
+    config = build_model_config(run.size, len(tok), block_size, ids["bos"], ids["eos"], ids["pad"])
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    counts = count_parameters(config)
+    assert counts["n_params"] == model.num_parameters(), "closed-form count disagrees with the model"
+    assert counts["n_params_non_embedding"] == model.num_parameters(exclude_embeddings=True)
+
+    def capped(split: str):
+        d = datasets[split]
+        if study.eval_max_blocks and len(d) > study.eval_max_blocks:
+            d = d.select(range(study.eval_max_blocks))
+        return d.with_format("numpy")
+
+    eval_set = capped("validation")
+    trainer = StudyTrainer(
+        model=model, args=training_args, train_dataset=datasets["train"].with_format("numpy"),
+        eval_dataset=eval_set, data_collator=collate_blocks, tokens_per_step=layout.tokens_per_step,
+    )
+    n_tokens = max_steps * layout.tokens_per_step
+    logger.info("size=%s N=%d (total %d) D=%d tokens, %d steps x %d tokens (%d per device x %d accum x %d "
+                "processes x %d block_size)", run.size, counts["n_params_non_embedding"], counts["n_params"],
+                n_tokens, max_steps, layout.tokens_per_step, layout.per_device_batch_size,
+                layout.gradient_accumulation_steps, world_size, block_size)
+    train_output = trainer.train()
+    train_wall = time.time() - trainer.start_time
+    train_eval_seconds = trainer.eval_seconds  # periodic evaluations inside the training loop
+
+    eval_metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
+    test_loss = None
+    if len(datasets["test"]):
+        test_loss = trainer.evaluate(capped("test"), metric_key_prefix="test")["test_loss"]
+    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+
+    summary: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(output_dir))  # safetensors + config.json
+        save_tokenizer(tok, output_dir)
+        trainer.save_state()  # trainer_state.json: the log history analysis reads
+        summary = {
+            "run_name": output_dir.name, "size": run.size, "status": "finished",
+            **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
+            "vocab_size": config.vocab_size, "block_size": block_size,
+            "tokens_trained": n_tokens,
+            "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
+            "flops_total_params": 6 * counts["n_params"] * n_tokens,
+            "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
+            "train_loss_mean": train_output.training_loss,
+            "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
+            "eval_blocks": len(eval_set),
+            "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
+            "per_device_batch_size": layout.per_device_batch_size,
+            "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
+            "wall_clock_s": train_wall, "eval_wall_clock_s": train_eval_seconds,
+            # training throughput: wall clock of the loop minus its periodic evaluations
+            "tokens_per_second": n_tokens / max(train_wall - train_eval_seconds, 1e-9),
+            "total_wall_clock_s": time.time() - t_start,
+            "device": str(training_args.device), "bf16": training_args.bf16,
+            "torch_version": torch.__version__,
+            "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
+                       "training": training_args.to_dict(), "model": config.to_dict(),
+                       "dataset": {"path": str(run.dataset), "stats": stats}},
+        }
+        write_json_atomic(output_dir / RUN_SUMMARY_FILENAME, summary)
+    return summary

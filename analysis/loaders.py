@@ -112,19 +112,20 @@ def _failure_notes(root: Path) -> dict[Path, str]:
     for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("run_dir") and entry.get("status") == "failed":
             last = [line.strip() for line in str(entry.get("error") or "").splitlines() if line.strip()]
-            notes[Path(entry["run_dir"]).resolve()] = (
-                f"failed with exit code {entry.get('returncode')}" + (f", last log line: {last[-1]}" if last else ""))
+            note = f"failed with exit code {entry.get('returncode')}"
+            notes[Path(entry["run_dir"]).resolve()] = note + (f", last log line: {last[-1]}" if last else "")
     return notes
 
 
 def load_local_runs(study_dir: str | Path, *, exclude: Iterable[str | Path] = ()) -> pd.DataFrame:
     """Loads every run of a study from its ``run_summary.json`` files.
 
-    The study is scanned recursively, so runs may sit at any depth; ``results.json`` at the
-    root only adds the failure's last log line to such runs' notes. Top-level folders with no summary below them (a size that crashed before
-    finishing) get a row with status ``"no_summary"``, except hidden folders and those holding
-    an analysis output or a prepared dataset (`_NOT_A_RUN_MARKERS`). Nothing here decides which runs a fit
-    uses: unfinished or broken runs keep their status and a note.
+    The study is scanned recursively, so runs may sit at any depth. Top-level folders with no
+    summary below them (a size that crashed before finishing) get a row with status
+    ``"no_summary"``, except hidden folders and those holding an analysis output or a prepared
+    dataset (`_NOT_A_RUN_MARKERS`); ``results.json`` at the root, when present, only adds the
+    failure's exit code and last log line to their notes. Nothing here decides which runs a
+    fit uses: unfinished or broken runs keep their status and a note.
 
     Args:
         study_dir: Root folder of the study (e.g. ``runs/demo``).

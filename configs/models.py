@@ -82,3 +82,23 @@ def count_parameters(config: GPT2Config) -> dict[str, int]:
     embedding = (config.vocab_size + config.n_positions) * d
     return {"n_params": non_embedding + embedding, "n_params_non_embedding": non_embedding,
             "n_params_embedding": embedding}
+
+
+def size_table(vocab_size: int, block_size: int, sizes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Shape and parameter counts of each size for a given vocabulary and block size.
+
+    Args:
+        vocab_size: tokenizer vocabulary (embedding rows).
+        block_size: sequence length (position embedding rows).
+        sizes: names to list (default: every file in ``configs/sizes/``, smallest N first).
+
+    Returns:
+        Rows ``{"size", "n_layer", "n_embd", "n_head", "n_inner", "n_params",
+        "n_params_non_embedding", "n_params_embedding"}`` sorted by N.
+    """
+    rows = []
+    for size in sizes or available_sizes():
+        config = build_model_config(size, vocab_size, block_size, 1, 2, 0)
+        rows.append({"size": size, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
+                     "n_inner": config.n_inner or 4 * config.n_embd, **count_parameters(config)})
+    return sorted(rows, key=lambda r: r["n_params_non_embedding"])

@@ -158,6 +158,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         eval_strategy="steps" if training_args.eval_steps else "no",
         include_num_input_tokens_seen="all",
         remove_unused_columns=False,
+        dataloader_pin_memory=training_args.dataloader_pin_memory and torch.cuda.is_available(),
     )
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,34 @@
+# Two entry points: `make demo` (complete small study on the built-in corpus, CPU is
+# enough) and `make test`. Both create .venv from requirements.txt on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= demo
+DEMO_DATA := $(DEMO_DIR)/data
+DEMO_RUNS := $(DEMO_DIR)/runs
+DEMO_ANALYSIS := $(DEMO_DIR)/analysis
+NUM_PROC ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: setup demo test clean-demo
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+setup: $(VENV)/.installed
+
+$(DEMO_DATA)/stats.json: $(VENV)/.installed
+	$(PY) scripts/prepare_data.py --source builtin --output $(DEMO_DATA) --block-size 256 --num-proc $(NUM_PROC)
+
+demo: $(DEMO_DATA)/stats.json
+	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_study.yaml
+	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS)
+	@echo "Demo report: $(DEMO_ANALYSIS)/report.md"
+
+test: setup
+	$(PY) -m pytest
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

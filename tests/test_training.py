@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from data.pipeline import DataArguments, prepare_dataset
+from tokenizer import load_tokenizer
+from training.study import run_study
+
+REPO = Path(__file__).resolve().parents[1]
+SUMMARY_KEYS = {"size", "n_params", "n_params_non_embedding", "tokens_trained", "flops", "train_loss",
+                "eval_loss", "test_loss", "wall_clock_s", "tokens_per_second", "config", "status"}
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory, pop909_files):
+    root = tmp_path_factory.mktemp("train")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for p in pop909_files:
+        (corpus / p.name).write_bytes(p.read_bytes())
+    prepare_dataset(DataArguments(source=str(corpus), output=str(root / "data"), block_size=64, num_proc=1,
+                                  val_fraction=0.2, test_fraction=0.2, seed=3))
+    study = root / "study.yaml"
+    study.write_text("global_batch_tokens: 512\nmax_device_batch_size: 4\nmax_tokens: 15360\n"
+                     "learning_rate: 3.0e-3\nwarmup_steps: 0.1\nlr_scheduler_type: cosine_with_min_lr\n"
+                     "lr_scheduler_kwargs: {min_lr_rate: 0.1}\nweight_decay: 0.1\nmax_grad_norm: 1.0\n"
+                     "eval_steps: 10\neval_max_blocks: 16\nlogging_steps: 2\nseed: 7\nreport_to: none\n"
+                     "save_strategy: 'no'\noptim: adamw_torch\ndisable_tqdm: true\n")
+    sizes = {}
+    for name, width in (("w16", 16), ("w32", 32), ("w48", 48)):
+        sizes[name] = root / f"{name}.yaml"
+        sizes[name].write_text(f"n_layer: 2\nn_embd: {width}\nn_head: 2\n")
+    return root, study, sizes
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tiny_setup):
+    root, study, sizes = tiny_setup
+    train = load_script("train")
+    for name, path in sizes.items():
+        assert train.main(["--size", str(path), "--dataset", str(root / "data"), "--study", str(study),
+                           "--output_dir", str(root / "runs" / name)]) == 0
+    return root / "runs"
+
+
+def test_tiny_run_lowers_loss_and_writes_a_complete_summary(tiny_runs):
+    run_dir = tiny_runs / "w32"
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["tokens_trained"] == 30 * 512 == summary["steps"] * summary["global_batch_tokens"]
+    assert summary["flops"] == 6 * summary["n_params_non_embedding"] * summary["tokens_trained"]
+    assert summary["n_params_non_embedding"] == 2 * (12 * 32**2 + 13 * 32) + 2 * 32
+    assert summary["per_device_batch_size"] * summary["gradient_accumulation_steps"] == 8  # 512 / 64
+    history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+    losses = [e["loss"] for e in history if "loss" in e]
+    assert losses[0] > losses[-1] + 1.0, losses  # from ~ln(518) = 6.2 nats down
+    assert summary["eval_loss"] < math.log(summary["vocab_size"]) - 1.0
+    assert math.isfinite(summary["test_loss"])
+    assert max(e.get("tokens_seen", 0) for e in history) == summary["tokens_trained"]
+    assert all("tokens_per_second" in e for e in history if "loss" in e)
+
+
+def test_saved_model_and_tokenizer_load(tiny_runs):
+    run_dir = tiny_runs / "w16"
+    assert (run_dir / "model.safetensors").is_file()
+    model = AutoModelForCausalLM.from_pretrained(run_dir)
+    tok = load_tokenizer(run_dir)
+    assert model.config.vocab_size == len(tok) and model.config.n_embd == 16
+
+
+def test_analysis_writes_every_file_from_tiny_runs(tiny_runs, tmp_path):
+    analyze = load_script("analyze")
+    assert analyze.main(["--runs", str(tiny_runs), "--output", str(tmp_path), "--n-bootstrap", "50"]) == 0
+    for name in ("fit.json", "scaling_plot.png", "training_curves.png", "summary_table.json",
+                 "summary_table.md", "report.md"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = json.loads((tmp_path / "summary_table.json").read_text())
+    assert len(table) == 3
+
+
+def test_study_runner_records_failures_and_skips_finished_sizes(tiny_setup, tmp_path):
+    root, study, sizes = tiny_setup
+    broken = root / "broken.yaml"
+    broken.write_text("n_layer: 2\nn_embd: 30\nn_head: 4\n")  # 30 % 4 != 0: fails in the child
+    command = [sys.executable, str(REPO / "scripts" / "train.py"), "--dataset", str(root / "data"),
+               "--study", str(study), "--max_tokens", "2048"]
+    lines = []
+    results = run_study([str(broken), str(sizes["w16"])], tmp_path, command, log=lines.append)
+    assert [r["status"] for r in results] == ["failed", "finished"]
+    assert results[0]["returncode"] != 0 and "divisible" in results[0]["error"]
+    assert results[1]["tokens_trained"] == 2048
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["status"] for r in saved] == ["failed", "finished"]
+    again = run_study([str(sizes["w16"])], tmp_path, command, log=lines.append)
+    assert again[0]["status"] == "existing" and again[0]["eval_loss"] == results[1]["eval_loss"]
+
+
+def test_missing_dataset_says_what_to_run(tmp_path):
+    train = load_script("train")
+    with pytest.raises(FileNotFoundError, match="prepare_data.py"):
+        train.main(["--size", "tiny", "--dataset", str(tmp_path / "none"), "--output_dir", str(tmp_path / "r")])

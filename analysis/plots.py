@@ -91,7 +91,7 @@ def plot_scaling(
     n, loss = data[n_column].to_numpy(float), data[metric].to_numpy(float)
     ax.scatter(n, loss, color="C0", zorder=3, label=f"runs ({len(data)})")
     ax.margins(0.08)  # room for the size labels next to the extreme points
-    for x, y, size in zip(n, loss, data["size"]):
+    for x, y, size in zip(n, loss, data["size"], strict=True):
         ax.annotate(str(size), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
 
     if fit is None:

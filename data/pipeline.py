@@ -13,7 +13,6 @@ Stages (each a ``datasets.map`` with ``num_proc`` workers where the work is per 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -25,6 +24,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 from miditok import TokTrainingIterator
 
+from data.io import write_json_atomic, write_jsonl_atomic
 from data.packing import pack_dataset
 from data.processing import (
     SKIP_REASONS,
@@ -135,12 +135,6 @@ def bpe_training_files(items: list[dict[str, str]], work_dir: Path) -> list[Path
     return paths
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, Any]:
     """Run the whole preparation and write everything into ``args.output``.
 
@@ -193,7 +187,7 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     if not any(r["status"] == "kept" for r in manifest):
         raise RuntimeError(f"No usable piece among {len(items)} items from {args.source}; "
                            f"see the reasons in {out / MANIFEST_FILENAME}.")
-    _write_manifest(out / MANIFEST_FILENAME, manifest)
+    write_jsonl_atomic(out / MANIFEST_FILENAME, manifest)
     split_rows = {s: [i for i, r in enumerate(manifest) if r["split"] == s] for s in SPLITS}
     empty = [s for s in SPLITS if not split_rows[s] and (s == "train" or _fraction(args, s) > 0)]
     if empty:
@@ -229,11 +223,12 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
         num_augmented = len(shifted)
         splits["train"] = concatenate_datasets([splits["train"], shifted.cast(splits["train"].features)])
 
-    # 7. pack; train pieces in a seeded random order so blocks mix sources
+    # 7. pack; pieces in a seeded random order so blocks mix sources, and the first
+    #    eval_max_blocks validation/test blocks are a random sample of their pieces
     ids = special_token_ids(tok)
     packed, stats_splits = {}, {}
     for s in SPLITS:
-        d = splits[s].shuffle(seed=args.seed) if s == "train" else splits[s]
+        d = splits[s].shuffle(seed=args.seed)
         d.save_to_disk(work / f"split_{s}")
         d = load_from_disk(work / f"split_{s}")
         packed[s], dropped = pack_dataset(d, args.block_size, ids["bos"], ids["eos"], num_proc=num_proc)
@@ -276,18 +271,10 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
         "elapsed_sec": elapsed,
         "items_per_sec": len(manifest) / elapsed if elapsed else None,
     }
-    _write_json(out / STATS_FILENAME, stats)
+    write_json_atomic(out / STATS_FILENAME, stats)
     shutil.rmtree(work, ignore_errors=True)
     return stats
 
 
 def _fraction(args: DataArguments, split: str) -> float:
     return {"validation": args.val_fraction, "test": args.test_fraction}.get(split, 1.0)
-
-
-def _write_manifest(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_suffix(".jsonl.tmp")
-    with tmp.open("w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)

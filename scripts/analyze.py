@@ -17,24 +17,11 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from analysis.report import METRICS, N_CONVENTIONS, run_analysis
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Writes to a temporary file in the same folder, then renames it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from data.io import write_bytes_atomic
 
 
 def _json_bytes(obj: object) -> bytes:
@@ -75,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, fig in result.figures.items():
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
-        _write_atomic(out / name, buf.getvalue())
-    _write_atomic(out / "fit.json", _json_bytes(result.fit_dict))
-    _write_atomic(out / "summary_table.json", _json_bytes(result.table_rows))
-    _write_atomic(out / "summary_table.md", result.table_md.encode())
-    _write_atomic(out / "report.md", result.report_md.encode())
+        write_bytes_atomic(out / name, buf.getvalue())
+    write_bytes_atomic(out / "fit.json", _json_bytes(result.fit_dict))
+    write_bytes_atomic(out / "summary_table.json", _json_bytes(result.table_rows))
+    write_bytes_atomic(out / "summary_table.md", result.table_md.encode())
+    write_bytes_atomic(out / "report.md", result.report_md.encode())
 
     # --- tell the user
     for run in result.not_used:

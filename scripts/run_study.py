@@ -18,7 +18,12 @@ import shlex
 import sys
 from pathlib import Path
 
-from configs.study import DEFAULT_STUDY, StudyArguments, TrainingArguments, parse_with_study
+from configs.study import (
+    DEFAULT_STUDY,
+    StudyArguments,
+    TrainingArguments,
+    parse_with_study,
+)
 from training.run import RunArguments
 from training.study import RESULTS_FILENAME, run_study
 

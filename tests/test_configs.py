@@ -4,10 +4,17 @@ import pytest
 from transformers import GPT2LMHeadModel
 
 from configs import CONFIG_DIR
-from configs.models import DEMO_SIZES, STUDY_SIZES, available_sizes, build_model_config, count_parameters, load_size
+from configs.models import (
+    DEMO_SIZES,
+    STUDY_SIZES,
+    available_sizes,
+    build_model_config,
+    count_parameters,
+    load_size,
+)
 from configs.study import (
-    DEMO_STUDY,
     DEFAULT_STUDY,
+    DEMO_STUDY,
     StudyArguments,
     TrainingArguments,
     compute_batch_layout,

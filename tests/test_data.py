@@ -12,7 +12,6 @@ from data.pipeline import DataArguments, assign_split, mark_duplicates, prepare_
 from data.processing import SKIP_REASONS
 from data.sources import list_source_items, split_abc_tunes
 
-
 # --- packing ------------------------------------------------------------------------
 
 def test_pack_sequences_known_answer():

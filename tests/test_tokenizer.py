@@ -6,7 +6,13 @@ import pytest
 from symusic import Score
 
 from configs import TOKENIZER_CONFIG_DIR
-from tokenizer import build_tokenizer, load_tokenizer, load_tokenizer_spec, save_tokenizer, special_token_ids
+from tokenizer import (
+    build_tokenizer,
+    load_tokenizer,
+    load_tokenizer_spec,
+    save_tokenizer,
+    special_token_ids,
+)
 
 
 def test_default_is_remi_with_programs_tempos_time_signatures():

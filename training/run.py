@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_s
 
 from configs.models import build_model_config, count_parameters
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
+from data.io import write_json_atomic
 from data.pipeline import STATS_FILENAME
 from tokenizer import load_tokenizer, save_tokenizer, special_token_ids
 
@@ -38,14 +38,6 @@ class RunArguments:
     size: str = field(metadata={"help": "Model size: a name in configs/sizes/ (tiny, small, medium, large, xl, "
                                         "demo1..demo5) or a YAML path."})
     dataset: str = field(metadata={"help": "Folder written by scripts/prepare_data.py."})
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write JSON through a temporary file and ``os.replace`` so readers never see half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def load_prepared_dataset(path: str | Path) -> tuple[DatasetDict, dict[str, Any]]:

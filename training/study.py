@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.run import RUN_SUMMARY_FILENAME, write_json_atomic
+from data.io import write_json_atomic
+from training.run import RUN_SUMMARY_FILENAME
 
 RESULTS_FILENAME = "results.json"
 _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops", "train_loss",

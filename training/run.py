@@ -133,6 +133,10 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     datasets, stats = load_prepared_dataset(run.dataset)
     tok = load_tokenizer(run.dataset)
     ids = special_token_ids(tok)
+    for split in ("train", "validation"):
+        if len(datasets[split]) == 0:
+            raise ValueError(f"The {split} split of {run.dataset} has no block; prepare it again with more "
+                             "files, a smaller --block-size or a larger --val-fraction.")
     block_size = len(datasets["train"][0]["input_ids"])
     assert block_size == stats["block_size"], "stats.json disagrees with the packed blocks"
     world_size = PartialState().num_processes

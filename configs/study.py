@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
+from transformers.utils import is_torch_cuda_available, is_torch_mps_available
 
 from configs import CONFIG_DIR
 from configs.models import STUDY_SIZES
@@ -143,6 +144,10 @@ def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str]) -> tupl
     known, _ = pre.parse_known_args(argv)
     parser = HfArgumentParser(dataclass_types)
     defaults = load_study_defaults(known.study, dataclass_types)
+    if TrainingArguments in dataclass_types and "use_cpu" not in defaults:
+        # Without an accelerator, TrainingArguments only forms a multi-process (gloo) group
+        # under torchrun / accelerate launch when use_cpu is set; harmless for one process.
+        defaults["use_cpu"] = not (is_torch_cuda_available() or is_torch_mps_available())
     parser.set_defaults(**defaults)
     derived_flags = [a for a in argv if a.lstrip("-").replace("-", "_").split("=")[0] in DERIVED_TRAINING_FIELDS]
     if derived_flags:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from datasets import DatasetDict, load_from_disk
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
@@ -139,7 +138,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                              "files, a smaller --block-size or a larger --val-fraction.")
     block_size = len(datasets["train"][0]["input_ids"])
     assert block_size == stats["block_size"], "stats.json disagrees with the packed blocks"
-    world_size = PartialState().num_processes
+    world_size = training_args.world_size  # processes started by torchrun / accelerate launch
     layout = compute_batch_layout(study.global_batch_tokens, block_size, world_size, study.max_device_batch_size)
     max_steps = plan_steps(len(datasets["train"]), layout, study.max_tokens)
 

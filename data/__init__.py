@@ -1,0 +1,1 @@
+"""Corpus -> tokenized, deduplicated, split, packed Arrow DatasetDict (see data.pipeline)."""

@@ -82,6 +82,7 @@ class DataArguments:
             raise ValueError(f"--num-proc must be >= 1, got {self.num_proc}.")
 
     def limits(self) -> PieceLimits:
+        """The per-piece bounds set by --min-notes, --max-notes and --max-duration-sec."""
         return PieceLimits(self.min_notes, self.max_notes, self.max_duration_sec)
 
 

@@ -151,7 +151,8 @@ def render_report(
     """
     out = [f"# Scaling-law analysis: `{study_dir}`", ""]
     out += [f"- Loss metric: `{metric}` (nats/token)", f"- {N_CONVENTION_TEXT[n_convention]}",
-            f"- Runs found: {n_runs_found}, used in the fit: {n_runs_found - len(not_used)}", "",
+            f"- Runs found: {n_runs_found}, usable: {n_runs_found - len(not_used)}"
+            + ("" if fit is not None else " (no fit made)"), "",
             "## Fit", ""]
     if fit is None:
         out += [f"**No fit was possible.** {fit_reason}", ""]
@@ -253,7 +254,7 @@ def run_analysis(
 
     fit, reason = None, None
     if len(used) < N_PARAMS:
-        reason = (f"Fewer than 3 finished runs have a {metric} (found {len(used)}); "
+        reason = (f"Fewer than 3 finished runs have a value for {metric} (found {len(used)}); "
                   f"`{FORMULA}` has {N_PARAMS} free parameters. Train more sizes "
                   "(`python scripts/run_study.py ...`) and rerun this analysis.")
     else:

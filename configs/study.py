@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import TrainingArguments
 from transformers.utils import is_torch_cuda_available, is_torch_mps_available
 
 from configs import CONFIG_DIR
+from configs.cli import make_parser, parse_strict
 from configs.models import STUDY_SIZES
 
-logger = logging.getLogger(__name__)
 DEFAULT_STUDY = CONFIG_DIR / "study.yaml"
 DEMO_STUDY = CONFIG_DIR / "demo_study.yaml"
 # Fields derived from global_batch_tokens and the token budget; setting them by hand would
@@ -129,20 +128,25 @@ def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> 
                          "TrainingArguments fields.")
     derived = sorted(set(values) & set(DERIVED_TRAINING_FIELDS))
     if derived:
-        raise ValueError(f"{path}: {derived} are derived from global_batch_tokens and max_tokens; remove them.")
+        raise ValueError(f"{path}: {derived} are derived from global_batch_tokens, max_device_batch_size "
+                         "and max_tokens; remove them.")
     return values
 
 
-def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str]) -> tuple[Any, ...]:
+def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
+                     description: str | None = None) -> tuple[Any, ...]:
     """Parse argv into dataclasses with precedence: default < study YAML < flag.
 
-    ``--study PATH`` (a StudyArguments field) selects the YAML; it must be one of the
-    ``dataclass_types``' fields via :class:`StudyArguments`.
+    ``--study PATH`` (a :class:`StudyArguments` field) selects the YAML.
+
+    Raises:
+        FileNotFoundError / ValueError: bad study file, or a derived field set by hand.
+        SystemExit: unknown flag (argparse usage error).
     """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--study", default=str(DEFAULT_STUDY))
     known, _ = pre.parse_known_args(argv)
-    parser = HfArgumentParser(dataclass_types)
+    parser = make_parser(dataclass_types, description)
     defaults = load_study_defaults(known.study, dataclass_types)
     if TrainingArguments in dataclass_types and "use_cpu" not in defaults:
         # Without an accelerator, TrainingArguments only forms a multi-process (gloo) group
@@ -151,9 +155,10 @@ def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str]) -> tupl
     parser.set_defaults(**defaults)
     derived_flags = [a for a in argv if a.lstrip("-").replace("-", "_").split("=")[0] in DERIVED_TRAINING_FIELDS]
     if derived_flags:
-        raise ValueError(f"{derived_flags} are derived from --global_batch_tokens and --max_tokens; "
+        raise ValueError(f"{derived_flags} are derived: the batch per device and accumulation from "
+                         "--global_batch_tokens and --max_device_batch_size, the steps from --max_tokens; "
                          "set those instead.")
-    return parser.parse_args_into_dataclasses(args=argv)
+    return parse_strict(parser, argv)
 
 
 __all__ = ["BatchLayout", "DEFAULT_STUDY", "DEMO_STUDY", "StudyArguments", "TrainingArguments",

@@ -24,6 +24,7 @@ import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 from miditok import TokTrainingIterator
 
+from configs import DEFAULT_TOKENIZER_CONFIG
 from data.io import write_json_atomic, write_jsonl_atomic
 from data.packing import pack_dataset
 from data.processing import (
@@ -53,15 +54,15 @@ class DataArguments:
                                           "manifest.jsonl and stats.json."})
     block_size: int = field(default=1024, metadata={"help": "Tokens per packed training block."})
     num_proc: int = field(default=os.cpu_count() or 1,
-                          metadata={"help": "Worker processes for datasets.map (default: all cores)."})
+                          metadata={"help": "Worker processes for datasets.map (default: the number of cores)."})
     val_fraction: float = field(default=0.05, metadata={"help": "Share of unique pieces in validation."})
     test_fraction: float = field(default=0.05, metadata={"help": "Share of unique pieces in test."})
     augment_transpose: int = field(default=0, metadata={
         "help": "Add train copies shifted by -K..+K semitones (drums untouched, pitches kept in range)."})
     bpe_vocab_size: int = field(default=0, metadata={
         "help": "Train BPE to this vocabulary size on the train split (0: no BPE)."})
-    tokenizer_config: str = field(default="", metadata={
-        "help": "Tokenizer YAML (scheme + TokenizerConfig); default configs/tokenizer/remi.yaml."})
+    tokenizer_config: str = field(default=str(DEFAULT_TOKENIZER_CONFIG), metadata={
+        "help": "Tokenizer YAML: a MidiTok scheme and its TokenizerConfig (see configs/tokenizer/)."})
     min_notes: int = field(default=PieceLimits.min_notes, metadata={"help": "Skip pieces with fewer notes."})
     max_notes: int = field(default=PieceLimits.max_notes, metadata={"help": "Skip pieces with more notes."})
     max_duration_sec: float = field(default=PieceLimits.max_duration_sec,
@@ -148,7 +149,7 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
 
     Raises:
         FileNotFoundError / ValueError: bad source or options (nothing is written).
-        RuntimeError: no piece survived, or a split is empty (explains what to change).
+        ValueError: no piece survived, or a split is empty (explains what to change).
     """
     t0 = time.time()
     out = Path(args.output)
@@ -186,13 +187,13 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
                         if row["status"] == "kept" else None)
         manifest.append(row)
     if not any(r["status"] == "kept" for r in manifest):
-        raise RuntimeError(f"No usable piece among {len(items)} items from {args.source}; "
+        raise ValueError(f"No usable piece among {len(items)} items from {args.source}; "
                            f"see the reasons in {out / MANIFEST_FILENAME}.")
     write_jsonl_atomic(out / MANIFEST_FILENAME, manifest)
     split_rows = {s: [i for i, r in enumerate(manifest) if r["split"] == s] for s in SPLITS}
     empty = [s for s in SPLITS if not split_rows[s] and (s == "train" or _fraction(args, s) > 0)]
     if empty:
-        raise RuntimeError(f"Split(s) {empty} got no piece out of {sum(map(len, split_rows.values()))} "
+        raise ValueError(f"Split(s) {empty} got no piece out of {sum(map(len, split_rows.values()))} "
                            "unique pieces; use more files or larger --val-fraction/--test-fraction.")
     splits = {s: pieces.select(rows) for s, rows in split_rows.items()}
 

@@ -112,8 +112,18 @@ def load_score(item: dict[str, str]) -> Score:
     return score
 
 
-def check_score(score: Score, limits: PieceLimits) -> tuple[int, float]:
+def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0) -> tuple[int, float]:
     """Check a score against the limits.
+
+    The duration is the one the model will see: the tokenizer clamps tempos into its
+    ``tempo_range``, so a piece lasts at least ``quarters * 60 / max_tempo_qpm`` seconds.
+    This catches absurd delta times even when a broken tempo (0 us per quarter, read as
+    an infinite tempo) makes the file's own clock say the piece lasts no time at all.
+
+    Args:
+        score: parsed score (ticks).
+        limits: the bounds.
+        max_tempo_qpm: fastest tempo the tokenizer represents (quarter notes/minute).
 
     Returns:
         ``(num_notes, duration_sec)``.
@@ -128,7 +138,9 @@ def check_score(score: Score, limits: PieceLimits) -> tuple[int, float]:
         raise SkipPiece("too_short", f"{num_notes} notes < min_notes {limits.min_notes}")
     if num_notes > limits.max_notes:
         raise SkipPiece("too_long", f"{num_notes} notes > max_notes {limits.max_notes}")
-    duration_sec = float(score.to("second").end())
+    quarters = score.end() / score.ticks_per_quarter
+    seconds = float(score.to("second").end())
+    duration_sec = max(seconds if np.isfinite(seconds) else 0.0, quarters * 60.0 / max_tempo_qpm)
     if not np.isfinite(duration_sec) or duration_sec > limits.max_duration_sec:
         raise SkipPiece("too_long", f"lasts {duration_sec:.0f} s > max_duration_sec {limits.max_duration_sec:.0f}")
     return num_notes, duration_sec
@@ -193,7 +205,7 @@ def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str
     result = PieceResult(input_ids=[])
     try:
         score = load_score(item)
-        result.num_notes, result.duration_sec = check_score(score, PieceLimits(**limits))
+        result.num_notes, result.duration_sec = check_score(score, PieceLimits(**limits), tok.config.tempo_range[1])
         ids = encode_score(tok, score)
         if not ids:
             raise SkipPiece("no_notes", "tokenizer produced no token")

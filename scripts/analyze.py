@@ -1,4 +1,4 @@
-"""Fit a scaling law to the runs of a study and write plots, tables and a report.
+r"""Fit a scaling law to the runs of a study and write plots, tables and a report.
 
     python scripts/analyze.py --runs runs/demo --output runs/demo/analysis
     python scripts/analyze.py --runs runs/study --output runs/study/analysis_total \
@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from analysis.report import METRICS, N_CONVENTIONS, run_analysis
+from configs.cli import run_main
 from data.io import write_bytes_atomic
 
 
@@ -35,10 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, required=True, help="Folder for the outputs (created).")
     parser.add_argument("--metric", choices=METRICS, default="eval_loss",
                         help="Loss to fit, nats/token (default: eval_loss).")
-    parser.add_argument("--n-convention", choices=tuple(N_CONVENTIONS), default="non_embedding",
+    parser.add_argument("--n-convention", "--n_convention", choices=tuple(N_CONVENTIONS), default="non_embedding",
                         help="N = non-embedding (Kaplan et al. 2020) or total parameters "
                              "(default: non_embedding).")
-    parser.add_argument("--n-bootstrap", type=int, default=1000,
+    parser.add_argument("--n-bootstrap", "--n_bootstrap", type=int, default=1000,
                         help="Residual-bootstrap refits for the intervals; 0 skips them (default: 1000).")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (default: 0).")
     args = parser.parse_args(argv)
@@ -84,4 +85,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -14,14 +14,15 @@ import json
 import sys
 from pathlib import Path
 
+from configs.cli import run_main
 from configs.models import size_table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", help="Prepared dataset folder (reads vocab_size and block_size).")
-    parser.add_argument("--vocab-size", type=int, help="Vocabulary size (without --dataset).")
-    parser.add_argument("--block-size", type=int, default=1024, help="Sequence length (default 1024).")
+    parser.add_argument("--vocab-size", "--vocab_size", type=int, help="Vocabulary size (without --dataset).")
+    parser.add_argument("--block-size", "--block_size", type=int, default=1024, help="Sequence length (default 1024).")
     parser.add_argument("--sizes", nargs="+", help="Sizes to list (default: all in configs/sizes/).")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.dataset:
@@ -44,4 +45,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -1,4 +1,4 @@
-"""Prepare a packed, tokenized dataset from a MIDI/ABC corpus.
+r"""Prepare a packed, tokenized dataset from a MIDI/ABC corpus.
 
     python scripts/prepare_data.py --source builtin --output data_out/builtin
     python scripts/prepare_data.py --source ../shared/data/pop909 --output data_out/pop909 \
@@ -15,14 +15,13 @@ import json
 import shlex
 import sys
 
-from transformers import HfArgumentParser
-
+from configs.cli import make_parser, parse_strict, run_main
 from data.pipeline import DataArguments, prepare_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    (args,) = HfArgumentParser(DataArguments).parse_args_into_dataclasses(args=argv)
+    (args,) = parse_strict(make_parser([DataArguments], __doc__.split("\n\n")[0]), argv)
     stats = prepare_dataset(args, command_line=shlex.join(["scripts/prepare_data.py", *argv]))
     summary = {s: {k: v[k] for k in ("pieces", "tokens", "blocks", "dropped_tokens")}
                for s, v in stats["splits"].items()}
@@ -35,4 +34,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

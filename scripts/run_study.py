@@ -1,4 +1,4 @@
-"""Train every size of a study on one dataset, with identical hyperparameters.
+r"""Train every size of a study on one dataset, with identical hyperparameters.
 
     python scripts/run_study.py --dataset data_out/builtin --output-dir runs/demo --study configs/demo_study.yaml
     python scripts/run_study.py --dataset data_out/lmd --output-dir runs/lmd \
@@ -6,7 +6,8 @@
 
 Sizes come from the study YAML (``sizes:``) or --sizes. A size whose run_summary.json
 exists is skipped (delete its folder to retrain); a size that fails is recorded in
-results.json with its exit code and last log lines, and the next size runs. Any other
+results.json with its exit code and last log lines, and the next size runs (the exit
+code is then 1). Sizes, dataset and token budget are checked before the first run. Any other
 flag (a StudyArguments or TrainingArguments field such as --learning_rate) is passed to
 scripts/train.py for every size.
 """
@@ -18,13 +19,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from configs.cli import run_main
+from configs.models import load_size
 from configs.study import (
     DEFAULT_STUDY,
     StudyArguments,
     TrainingArguments,
     parse_with_study,
 )
-from training.run import RunArguments
+from training.run import RunArguments, check_plan
 from training.study import RESULTS_FILENAME, run_study
 
 
@@ -43,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
                                    ["--size", "x", "--dataset", args.dataset, "--study", args.study,
                                     "--output_dir", args.output_dir, *passthrough])
     sizes = args.sizes or study.sizes
+    for size in sizes:  # fail before the first run, not after the smaller sizes trained
+        load_size(size)
+    layout, steps = check_plan(args.dataset, study)
+    print(f"{len(sizes)} sizes x {steps} steps x {layout.tokens_per_step:,} tokens = "
+          f"{steps * layout.tokens_per_step:,} tokens each")
     train_script = Path(__file__).resolve().with_name("train.py")
     command = [*shlex.split(args.launcher), str(train_script), "--dataset", args.dataset,
                "--study", args.study, *passthrough]
@@ -50,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r["size"] for r in results if r["status"] == "failed"]
     print(f"Results: {Path(args.output_dir) / RESULTS_FILENAME}"
           + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
-    return 1 if failed and len(failed) == len(results) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_main(main))

@@ -153,3 +153,39 @@ def test_bpe_is_trained_and_used(tmp_path, pop909_files):
     manifest = [json.loads(line) for line in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines()]
     base_tokens = sum(r["num_tokens"] for r in manifest if r["split"] == "train")
     assert stats["splits"]["train"]["tokens"] < base_tokens  # BPE compresses the sequences
+
+
+def _vlq(value: int) -> bytes:
+    out = [value & 0x7F]
+    value >>= 7
+    while value:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    return bytes(reversed(out))
+
+
+def _midi(events: bytes) -> bytes:
+    track = events + b"\x00\xff\x2f\x00"
+    return (b"MThd\x00\x00\x00\x06\x00\x00\x00\x01\x01\xe0" + b"MTrk" + len(track).to_bytes(4, "big") + track)
+
+
+@pytest.mark.parametrize("tempo", [b"\x07\xa1\x20", b"\x00\x00\x00"])  # 120 bpm, and 0 us/quarter
+def test_absurd_delta_time_is_too_long_even_with_a_broken_tempo(tmp_path, tempo):
+    from dataclasses import asdict
+
+    from data.processing import PieceLimits, file_sha1, tokenize_item
+    from tokenizer import build_tokenizer, save_tokenizer
+
+    tok_path = save_tokenizer(build_tokenizer(), tmp_path)
+    events = (b"\x00\xff\x51\x03" + tempo + b"\x00\x90\x3c\x40" + _vlq(480) + b"\x80\x3c\x40"
+              + _vlq(0x0FFFFFFF) + b"\x90\x3e\x40" + _vlq(480) + b"\x80\x3e\x40")
+    (tmp_path / "huge.mid").write_bytes(_midi(events))
+    result = tokenize_item({"source_id": "huge.mid", "path": str(tmp_path / "huge.mid"), "abc": ""},
+                           str(tok_path), file_sha1(tok_path), asdict(PieceLimits()))
+    assert (result["status"], result["reason"]) == ("skipped", "too_long"), result
+    # the same file without the gap is music and stays
+    short = events.replace(_vlq(0x0FFFFFFF), _vlq(480))
+    (tmp_path / "short.mid").write_bytes(_midi(short))
+    result = tokenize_item({"source_id": "short.mid", "path": str(tmp_path / "short.mid"), "abc": ""},
+                           str(tok_path), file_sha1(tok_path), asdict(PieceLimits()))
+    assert result["status"] == "kept" and result["num_notes"] == 2 and result["duration_sec"] > 0.5

@@ -113,3 +113,24 @@ def test_missing_dataset_says_what_to_run(tmp_path):
     train = load_script("train")
     with pytest.raises(FileNotFoundError, match="prepare_data.py"):
         train.main(["--size", "tiny", "--dataset", str(tmp_path / "none"), "--output_dir", str(tmp_path / "r")])
+
+
+def test_user_mistakes_fail_fast_with_clear_messages(tiny_setup, tmp_path, capsys):
+    root, study, sizes = tiny_setup
+    run_study_script, train = load_script("run_study"), load_script("train")
+    base = ["--dataset", str(root / "data"), "--study", str(study), "--output-dir", str(tmp_path / "s")]
+    with pytest.raises(ValueError, match="choose one of"):  # before any size trains
+        run_study_script.main([*base, "--sizes", str(sizes["w16"]), "dmo2"])
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="exceeds one epoch"):
+        run_study_script.main([*base, "--sizes", str(sizes["w16"]), "--max_tokens", str(10**9)])
+    with pytest.raises(ValueError, match="--output-dir is required"):
+        train.main(["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study)])
+    with pytest.raises(SystemExit) as exc:
+        train.main(["--size", "tiny", "--dataset", "d", "--output_dir", str(tmp_path), "--max_tokes", "5"])
+    assert exc.value.code == 2 and "--max_tokes" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # abbreviations are not accepted either
+        train.main(["--size", "tiny", "--dataset", "d", "--output_dir", str(tmp_path), "--max_token", "5"])
+    from configs.cli import run_main
+    assert run_main(train.main, ["--size", "nope", "--dataset", "d", "--output_dir", str(tmp_path)]) == 2
+    assert "error: Unknown --size 'nope'" in capsys.readouterr().err

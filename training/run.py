@@ -20,7 +20,7 @@ import torch
 from datasets import DatasetDict, load_from_disk
 from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
 
-from configs.models import build_model_config, count_parameters
+from configs.models import build_model_config, count_parameters, load_size
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
 from data.io import write_json_atomic
 from data.pipeline import STATS_FILENAME
@@ -113,6 +113,25 @@ def plan_steps(num_train_blocks: int, layout: BatchLayout, max_tokens: int) -> i
     return steps
 
 
+def check_plan(dataset: str | Path, study: StudyArguments, world_size: int = 1) -> tuple[BatchLayout, int]:
+    """Check a study against a prepared dataset from its stats.json, without loading it.
+
+    Returns:
+        ``(layout, steps)`` for ``world_size`` processes.
+
+    Raises:
+        FileNotFoundError: no prepared dataset. ValueError: batch or budget do not fit.
+    """
+    stats_path = Path(dataset) / STATS_FILENAME
+    if not stats_path.is_file():
+        raise FileNotFoundError(f"No prepared dataset at {dataset}. Run first:\n"
+                                f"  python scripts/prepare_data.py --source builtin --output {dataset}")
+    stats = json.loads(stats_path.read_text())
+    layout = compute_batch_layout(study.global_batch_tokens, stats["block_size"], world_size,
+                                  study.max_device_batch_size)
+    return layout, plan_steps(stats["splits"]["train"]["blocks"], layout, study.max_tokens)
+
+
 def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Train one size; write the model, tokenizer, trainer state and run_summary.json.
 
@@ -129,6 +148,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         FileNotFoundError: missing dataset. ValueError: inconsistent batch/budget.
     """
     t_start = time.time()
+    load_size(run.size)  # an unknown or malformed size fails before any work
     datasets, stats = load_prepared_dataset(run.dataset)
     tok = load_tokenizer(run.dataset)
     ids = special_token_ids(tok)
@@ -155,8 +175,6 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         remove_unused_columns=False,
         dataloader_pin_memory=training_args.dataloader_pin_memory and torch.cuda.is_available(),
     )
-    output_dir = Path(training_args.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     set_seed(training_args.seed)
     config = build_model_config(run.size, len(tok), block_size, ids["bos"], ids["eos"], ids["pad"])
@@ -164,6 +182,9 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     counts = count_parameters(config)
     assert counts["n_params"] == model.num_parameters(), "closed-form count disagrees with the model"
     assert counts["n_params_non_embedding"] == model.num_parameters(exclude_embeddings=True)
+
+    output_dir = Path(training_args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
 
     def capped(split: str):
         d = datasets[split]

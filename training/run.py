@@ -158,9 +158,9 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                              "files, a smaller --block-size or a larger --val-fraction.")
     block_size = len(datasets["train"][0]["input_ids"])
     assert block_size == stats["block_size"], "stats.json disagrees with the packed blocks"
+    assert len(datasets["train"]) == stats["splits"]["train"]["blocks"], "stats.json disagrees with the dataset"
     world_size = training_args.world_size  # processes started by torchrun / accelerate launch
-    layout = compute_batch_layout(study.global_batch_tokens, block_size, world_size, study.max_device_batch_size)
-    max_steps = plan_steps(len(datasets["train"]), layout, study.max_tokens)
+    layout, max_steps = check_plan(run.dataset, study, world_size)
 
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     training_args = dataclasses.replace(

@@ -31,6 +31,7 @@ from data.processing import (
     SKIP_REASONS,
     PieceLimits,
     SkipPiece,
+    close_isolated_workers,
     file_sha1,
     load_score,
     tokenize_item,
@@ -67,6 +68,9 @@ class DataArguments:
     max_notes: int = field(default=PieceLimits.max_notes, metadata={"help": "Skip pieces with more notes."})
     max_duration_sec: float = field(default=PieceLimits.max_duration_sec,
                                     metadata={"help": "Skip pieces lasting longer (seconds)."})
+    piece_timeout_sec: float = field(default=120.0, metadata={
+        "help": "Tokenize each piece in a separate worker process and skip it (reason 'timeout') after this "
+                "many seconds; a piece that crashes the worker is skipped as 'crash'. 0: no isolation."})
     max_files: int = field(default=0, metadata={"help": "Use only the first N items (0: all); for quick tries."})
     seed: int = field(default=42, metadata={"help": "Seed of the split hash and the train piece order."})
 
@@ -79,6 +83,8 @@ class DataArguments:
                              f"got {self.val_fraction} and {self.test_fraction}.")
         if self.augment_transpose < 0 or self.augment_transpose > 12:
             raise ValueError(f"--augment-transpose must be in 0..12 semitones, got {self.augment_transpose}.")
+        if self.piece_timeout_sec < 0:
+            raise ValueError(f"--piece-timeout-sec must be >= 0, got {self.piece_timeout_sec}.")
         if self.num_proc < 1:
             raise ValueError(f"--num-proc must be >= 1, got {self.num_proc}.")
 
@@ -166,8 +172,10 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": file_sha1(tok_path)}
     num_proc = min(args.num_proc, max(1, len(items) // 8)) or 1
     pieces = Dataset.from_list(items).map(
-        tokenize_item, fn_kwargs={**tok_kwargs, "limits": asdict(args.limits())},
+        tokenize_item, fn_kwargs={**tok_kwargs, "limits": asdict(args.limits()),
+                                  "timeout_sec": args.piece_timeout_sec},
         num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing")
+    close_isolated_workers()  # children started by an in-process map (num_proc 1)
     pieces.save_to_disk(work / "pieces")
     pieces = load_from_disk(work / "pieces")
 

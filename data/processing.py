@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from symusic import Score
 
+from data.isolation import IsolatedRunner
 from tokenizer import load_tokenizer
 
 # The fixed set of reasons a piece is skipped (documented in the README).
@@ -31,6 +32,9 @@ SKIP_REASONS = {
     "too_short": "fewer notes than --min-notes",
     "too_long": "more notes than --max-notes or longer than --max-duration-sec",
     "tokenize_error": "the tokenizer raised on this piece",
+    "timeout": "no result within --piece-timeout-sec; the worker was killed",
+    "crash": "the worker process died on this piece (e.g. a segfault in a parser)",
+    "error": "an unexpected Python exception while processing this piece",
     "duplicate": "same musical content (base token ids) as an earlier piece",
 }
 
@@ -187,8 +191,18 @@ class PieceResult:
     input_ids: list[int] | None = None
 
 
+_RUNNERS: dict[float, IsolatedRunner] = {}
+
+
+def close_isolated_workers() -> None:
+    """Stop the child processes this process started for :func:`tokenize_item`."""
+    for runner in _RUNNERS.values():
+        runner.close()
+    _RUNNERS.clear()
+
+
 def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str,
-                  limits: dict[str, Any]) -> dict[str, Any]:
+                  limits: dict[str, Any], timeout_sec: float = 0.0) -> dict[str, Any]:
     """``datasets.map`` function: one item in, one :class:`PieceResult` row out.
 
     Args:
@@ -197,10 +211,31 @@ def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str
         tokenizer_sha1: content hash of that file; part of the map fingerprint so a
             changed tokenizer never reuses stale cached results.
         limits: :class:`PieceLimits` fields.
+        timeout_sec: if > 0, the work runs in a forked child process
+            (:class:`data.isolation.IsolatedRunner`) and a piece that takes longer, or
+            that kills the process, is skipped as ``timeout`` or ``crash``; 0 runs it
+            in this process.
 
     Returns:
         PieceResult fields; ``input_ids`` empty for skipped pieces.
     """
+    if timeout_sec <= 0:
+        return _tokenize_item_inline(item, tokenizer_path, tokenizer_sha1, limits)
+    runner = _RUNNERS.get(timeout_sec)
+    if runner is None:
+        runner = _RUNNERS[timeout_sec] = IsolatedRunner(_tokenize_item_inline, timeout_sec)
+    # a plain dict: the row datasets passes in may hold a reference to its whole table,
+    # which would be pickled into the pipe on every call
+    plain = {key: item[key] for key in ("source_id", "path", "abc")}
+    kind, value = runner(plain, tokenizer_path, tokenizer_sha1, limits)
+    if kind == "ok":
+        return value
+    result = PieceResult(reason=kind, message=value, input_ids=[])
+    return {f.name: getattr(result, f.name) for f in fields(result)}
+
+
+def _tokenize_item_inline(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str,
+                          limits: dict[str, Any]) -> dict[str, Any]:
     tok = _cached_tokenizer(tokenizer_path, tokenizer_sha1)
     result = PieceResult(input_ids=[])
     try:
@@ -213,6 +248,8 @@ def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str
         result.content_hash = content_hash(ids)
     except SkipPiece as skip:
         result.reason, result.message = skip.reason, str(skip)[:300]
+    except Exception as err:  # a bug or an unforeseen library error: skip, keep the run going
+        result = PieceResult(reason="error", message=f"{type(err).__name__}: {err}"[:300], input_ids=[])
     # shallow: dataclasses.asdict would deep-copy every token id (a third of the run time)
     return {f.name: getattr(result, f.name) for f in fields(result)}
 

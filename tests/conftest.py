@@ -6,11 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-POP909 = SHARED_DATA / "pop909"
-BAD_MIDI = SHARED_DATA / "bad_midi"
+from tests_helpers import POP909
 
 
 @pytest.fixture(scope="session")

@@ -214,10 +214,10 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
         tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": file_sha1(tok_path)}
         for s in SPLITS:
             splits[s] = splits[s].remove_columns("input_ids").map(
-                lambda item, **kw: {"input_ids": tokenize_item(item, **kw)["input_ids"]},
+                lambda item, **kw: {k: v for k, v in tokenize_item(item, **kw).items()
+                                    if k in ("input_ids", "num_tokens")},
                 fn_kwargs={**tok_kwargs, "limits": asdict(args.limits())},
                 num_proc=num_proc if num_proc > 1 and len(splits[s]) > 16 else None, desc=f"BPE-encoding {s}")
-            splits[s] = splits[s].map(lambda r: {"num_tokens": len(r["input_ids"])}, desc="Counting")
 
     # 6. transposition of train pieces only (after the split, so no leak)
     splits = {s: d.select_columns(["source_id", "num_notes", "num_tokens", "input_ids"]).add_column(
@@ -229,7 +229,6 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
             transpose_item, batched=True, batch_size=8, remove_columns=originals.column_names,
             fn_kwargs={**tok_kwargs, "max_shift": args.augment_transpose},
             num_proc=num_proc if num_proc > 1 and len(originals) > 16 else None, desc="Transposing")
-        shifted = shifted.map(lambda r: {"num_tokens": len(r["input_ids"])}, desc="Counting")
         num_augmented = len(shifted)
         splits["train"] = concatenate_datasets([splits["train"], shifted.cast(splits["train"].features)])
 

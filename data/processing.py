@@ -270,12 +270,12 @@ def transpose_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: st
         item: batch of pieces with ``source_id``, ``path``, ``abc`` columns.
 
     Returns:
-        Batch with ``source_id``, ``transpose``, ``num_notes``, ``input_ids``: one row per
+        Batch with ``source_id``, ``transpose``, ``num_notes``, ``num_tokens``, ``input_ids``: one row per
         accepted (piece, shift).
     """
     tok = _cached_tokenizer(tokenizer_path, tokenizer_sha1)
     low, high = tok.config.pitch_range  # inclusive low, exclusive high (MidiTok)
-    out: dict[str, list] = {"source_id": [], "transpose": [], "num_notes": [], "input_ids": []}
+    out: dict[str, list] = {"source_id": [], "transpose": [], "num_notes": [], "num_tokens": [], "input_ids": []}
     for source_id, path, abc in zip(item["source_id"], item["path"], item["abc"], strict=True):
         try:
             score = load_score({"path": path, "abc": abc})
@@ -299,5 +299,6 @@ def transpose_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: st
             out["source_id"].append(source_id)
             out["transpose"].append(shift)
             out["num_notes"].append(shifted.note_num())
+            out["num_tokens"].append(len(ids))
             out["input_ids"].append(ids)
     return out

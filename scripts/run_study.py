@@ -27,7 +27,7 @@ from configs.study import (
     TrainingArguments,
     parse_with_study,
 )
-from training.run import RunArguments, check_plan
+from training.run import RunArguments, check_plan, read_dataset_stats
 from training.study import RESULTS_FILENAME, run_study
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or study.sizes
     for size in sizes:  # fail before the first run, not after the smaller sizes trained
         load_size(size)
-    layout, steps = check_plan(args.dataset, study)
+    layout, steps = check_plan(read_dataset_stats(args.dataset), study)
     print(f"{len(sizes)} sizes x {steps} steps x {layout.tokens_per_step:,} tokens = "
           f"{steps * layout.tokens_per_step:,} tokens each")
     train_script = Path(__file__).resolve().with_name("train.py")

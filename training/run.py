@@ -39,8 +39,8 @@ class RunArguments:
     dataset: str = field(metadata={"help": "Folder written by scripts/prepare_data.py."})
 
 
-def load_prepared_dataset(path: str | Path) -> tuple[DatasetDict, dict[str, Any]]:
-    """Load the DatasetDict and stats.json written by ``scripts/prepare_data.py``.
+def read_dataset_stats(path: str | Path) -> dict[str, Any]:
+    """The stats.json of a dataset written by ``scripts/prepare_data.py``.
 
     Raises:
         FileNotFoundError: no prepared dataset there; says which command makes one.
@@ -50,7 +50,17 @@ def load_prepared_dataset(path: str | Path) -> tuple[DatasetDict, dict[str, Any]
         msg = (f"No prepared dataset at {path}. Run first:\n"
                f"  python scripts/prepare_data.py --source builtin --output {path}")
         raise FileNotFoundError(msg)
-    return load_from_disk(str(path)), json.loads((path / STATS_FILENAME).read_text())
+    return json.loads((path / STATS_FILENAME).read_text())
+
+
+def load_prepared_dataset(path: str | Path) -> tuple[DatasetDict, dict[str, Any]]:
+    """Load the DatasetDict and stats.json written by ``scripts/prepare_data.py``.
+
+    Raises:
+        FileNotFoundError: no prepared dataset there; says which command makes one.
+    """
+    stats = read_dataset_stats(path)
+    return load_from_disk(str(path)), stats
 
 
 def collate_blocks(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -113,20 +123,15 @@ def plan_steps(num_train_blocks: int, layout: BatchLayout, max_tokens: int) -> i
     return steps
 
 
-def check_plan(dataset: str | Path, study: StudyArguments, world_size: int = 1) -> tuple[BatchLayout, int]:
-    """Check a study against a prepared dataset from its stats.json, without loading it.
+def check_plan(stats: dict[str, Any], study: StudyArguments, world_size: int = 1) -> tuple[BatchLayout, int]:
+    """Check a study against a prepared dataset's stats.json (see :func:`read_dataset_stats`).
 
     Returns:
         ``(layout, steps)`` for ``world_size`` processes.
 
     Raises:
-        FileNotFoundError: no prepared dataset. ValueError: batch or budget do not fit.
+        ValueError: batch or budget do not fit.
     """
-    stats_path = Path(dataset) / STATS_FILENAME
-    if not stats_path.is_file():
-        raise FileNotFoundError(f"No prepared dataset at {dataset}. Run first:\n"
-                                f"  python scripts/prepare_data.py --source builtin --output {dataset}")
-    stats = json.loads(stats_path.read_text())
     layout = compute_batch_layout(study.global_batch_tokens, stats["block_size"], world_size,
                                   study.max_device_batch_size)
     return layout, plan_steps(stats["splits"]["train"]["blocks"], layout, study.max_tokens)
@@ -160,7 +165,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     assert block_size == stats["block_size"], "stats.json disagrees with the packed blocks"
     assert len(datasets["train"]) == stats["splits"]["train"]["blocks"], "stats.json disagrees with the dataset"
     world_size = training_args.world_size  # processes started by torchrun / accelerate launch
-    layout, max_steps = check_plan(run.dataset, study, world_size)
+    layout, max_steps = check_plan(stats, study, world_size)
 
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     training_args = dataclasses.replace(

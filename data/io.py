@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file in the same folder, then ``os.replace`` it onto ``path``."""
+@contextlib.contextmanager
+def open_atomic(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temporary file in ``path``'s folder for writing; on a clean exit it is
+    ``os.replace``-d onto ``path``, on an exception it is removed (``path`` is untouched)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode) as f:
+            yield f
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file in the same folder, then ``os.replace`` it onto ``path``."""
+    with open_atomic(path, "wb") as f:
+        f.write(data)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Atomically write ``obj`` as indented JSON (non-JSON values such as paths become strings)."""
     write_bytes_atomic(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
-
-
-def write_jsonl_atomic(path: str | Path, rows: list[dict[str, Any]]) -> None:
-    """Atomically write one JSON object per line."""
-    write_bytes_atomic(path, "".join(json.dumps(r) + "\n" for r in rows).encode())

@@ -13,19 +13,22 @@ Stages (each a ``datasets.map`` with ``num_proc`` workers where the work is per 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
+from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_from_disk
 from miditok import TokTrainingIterator
 
 from configs import DEFAULT_TOKENIZER_CONFIG
-from data.io import write_json_atomic, write_jsonl_atomic
+from data.io import open_atomic, write_json_atomic
 from data.packing import pack_dataset
 from data.processing import (
     SKIP_REASONS,
@@ -68,10 +71,21 @@ class DataArguments:
     max_notes: int = field(default=PieceLimits.max_notes, metadata={"help": "Skip pieces with more notes."})
     max_duration_sec: float = field(default=PieceLimits.max_duration_sec,
                                     metadata={"help": "Skip pieces lasting longer (seconds)."})
+    over_limit: str = field(default=PieceLimits.over_limit, metadata={
+        "help": "What to do with a piece over --max-notes or --max-duration-sec: 'skip' it (reason too_long) "
+                "or 'truncate' it to its beginning (kept, with what was cut in its manifest message).",
+        "choices": ["skip", "truncate"]})
     piece_timeout_sec: float = field(default=120.0, metadata={
         "help": "Tokenize each piece in a separate worker process and skip it (reason 'timeout') after this "
                 "many seconds; a piece that crashes the worker is skipped as 'crash'. 0: no isolation."})
     max_files: int = field(default=0, metadata={"help": "Use only the first N items (0: all); for quick tries."})
+    shard_size: int = field(default=0, metadata={
+        "help": "Items tokenized per shard, each saved to OUTPUT/_work/shards as soon as it is done "
+                "(0: 500 x --num-proc). Memory is bounded by one shard; a killed run resumes at the "
+                "first unfinished shard."})
+    resume: bool = field(default=True, metadata={
+        "help": "Reuse the shards an interrupted run with the same items, tokenizer and limits left in "
+                "OUTPUT/_work (--no-resume: start over)."})
     seed: int = field(default=42, metadata={"help": "Seed of the split hash and the train piece order."})
 
     def __post_init__(self) -> None:
@@ -87,10 +101,13 @@ class DataArguments:
             raise ValueError(f"--piece-timeout-sec must be >= 0, got {self.piece_timeout_sec}.")
         if self.num_proc < 1:
             raise ValueError(f"--num-proc must be >= 1, got {self.num_proc}.")
+        if self.shard_size < 0:
+            raise ValueError(f"--shard-size must be >= 0, got {self.shard_size}.")
+        self.limits()  # checks min/max notes, duration and over_limit
 
     def limits(self) -> PieceLimits:
-        """The per-piece bounds set by --min-notes, --max-notes and --max-duration-sec."""
-        return PieceLimits(self.min_notes, self.max_notes, self.max_duration_sec)
+        """The per-piece bounds set by --min-notes, --max-notes, --max-duration-sec and --over-limit."""
+        return PieceLimits(self.min_notes, self.max_notes, self.max_duration_sec, self.over_limit)
 
 
 def assign_split(content_hash: str, val_fraction: float, test_fraction: float, seed: int) -> str:
@@ -105,24 +122,6 @@ def assign_split(content_hash: str, val_fraction: float, test_fraction: float, s
     if u < test_fraction + val_fraction:
         return "validation"
     return "train"
-
-
-def mark_duplicates(statuses: list[str], hashes: list[str]) -> list[int]:
-    """Index of the first kept piece with the same hash, or -1, for each row.
-
-    Rows are in source order (sorted paths), so the first occurrence is kept.
-    """
-    first: dict[str, int] = {}
-    out = []
-    for i, (status, h) in enumerate(zip(statuses, hashes, strict=True)):
-        if status != "kept":
-            out.append(-1)
-        elif h in first:
-            out.append(first[h])
-        else:
-            first[h] = i
-            out.append(-1)
-    return out
 
 
 def bpe_training_files(items: list[dict[str, str]], work_dir: Path) -> list[Path]:
@@ -143,8 +142,141 @@ def bpe_training_files(items: list[dict[str, str]], work_dir: Path) -> list[Path
     return paths
 
 
+PIECE_FEATURES = Features({
+    "source_id": Value("string"), "path": Value("string"), "abc": Value("string"),
+    "status": Value("string"), "reason": Value("string"), "message": Value("string"),
+    "num_notes": Value("int64"), "duration_sec": Value("float64"), "num_tokens": Value("int64"),
+    "content_hash": Value("string"), "input_ids": List(Value("int32")),
+})
+MANIFEST_COLUMNS = ["source_id", "path", "status", "reason", "message", "num_notes", "num_tokens",
+                    "duration_sec", "content_hash"]
+WORK_PLAN_VERSION = 1  # bump when the meaning of saved shards changes
+
+
+def work_plan(items: list[dict[str, str]], tokenizer_sha1: str, limits: PieceLimits,
+              timeout_sec: float) -> dict[str, Any]:
+    """What tokenized shards depend on; a resumed run reuses shards only if this is equal.
+
+    The items enter through a hash of their ids, paths, sizes and modification times (MIDI)
+    or text (ABC), so an edited, added or removed file starts the work over.
+    """
+    h = hashlib.sha1()
+    for item in items:
+        if item["abc"]:
+            stamp = hashlib.sha1(item["abc"].encode()).hexdigest()
+        else:
+            st = os.stat(item["path"])
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        h.update(f"{item['source_id']}\0{item['path']}\0{stamp}\n".encode())
+    return {"version": WORK_PLAN_VERSION, "num_items": len(items), "items_sha1": h.hexdigest(),
+            "tokenizer_sha1": tokenizer_sha1, "limits": asdict(limits), "piece_timeout_sec": timeout_sec}
+
+
+def _open_work_dir(work: Path, plan: dict[str, Any], resume: bool) -> None:
+    """Keep ``work`` if it was made under the same plan, else empty it and record the plan."""
+    plan_path = work / "plan.json"
+    if resume and plan_path.is_file() and json.loads(plan_path.read_text()) == plan:
+        (work / "shards").mkdir(exist_ok=True)
+        return
+    if resume and plan_path.is_file():
+        print(f"{work} was made from other items, tokenizer or limits: starting over.")
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "shards").mkdir(parents=True)
+    write_json_atomic(plan_path, plan)
+
+
+_SHARD_DIR = re.compile(r"(\d{9})-(\d{9})")
+
+
+def tokenize_in_shards(items: list[dict[str, str]], shards_dir: Path, shard_size: int, num_proc: int,
+                       fn_kwargs: dict[str, Any]) -> Dataset:
+    """Tokenize ``items`` shard by shard with ``datasets.map``; each finished shard is saved
+    (``save_to_disk`` into a temporary folder, then renamed) before the next starts.
+
+    Shards already in ``shards_dir`` (named ``START-END``, item indices) are reused, whatever
+    shard size made them, so a killed run resumes where it stopped and memory holds one
+    shard at most.
+
+    Returns:
+        All rows (:data:`PIECE_FEATURES`), in item order, memory-mapped from the shards.
+    """
+    done = {}
+    for d in shards_dir.iterdir():
+        m = _SHARD_DIR.fullmatch(d.name)
+        if m:
+            done[int(m.group(1))] = (int(m.group(2)), d)
+        else:  # a shard being written when the run was killed
+            shutil.rmtree(d, ignore_errors=True)
+    parts, start, reused = [], 0, 0
+    while start < len(items):
+        if start in done:
+            end, path = done[start]
+            reused += end - start
+        else:
+            later = [s for s in done if s > start]
+            end = min(start + shard_size, len(items), *later)
+            path = shards_dir / f"{start:09d}-{end:09d}"
+            tmp = shards_dir / f"{path.name}.tmp"
+            shard = Dataset.from_list(items[start:end])
+            procs = min(num_proc, max(1, (end - start) // 8))
+            # written straight to an Arrow file (an in-memory dataset would keep results in RAM)
+            shard = shard.map(tokenize_item, fn_kwargs=fn_kwargs, features=PIECE_FEATURES,
+                              cache_file_name=str(tmp / "cache" / "pieces.arrow"),
+                              num_proc=procs if procs > 1 else None,
+                              desc=f"Tokenizing items {start}-{end} of {len(items)}")
+            close_isolated_workers()  # children started by an in-process map (num_proc 1)
+            shard.save_to_disk(str(tmp / "shard"))
+            del shard
+            os.replace(tmp / "shard", path)
+            shutil.rmtree(tmp)
+        parts.append(load_from_disk(str(path)))
+        start = end
+    if reused:
+        print(f"Resumed: {reused} of {len(items)} items were already tokenized in {shards_dir}.")
+    return concatenate_datasets(parts)
+
+
+def write_manifest(pieces: Dataset, path: Path, args: DataArguments) -> tuple[np.ndarray, dict[str, Any]]:
+    """Deduplicate, assign splits and stream one manifest line per item into ``path`` (atomically).
+
+    Rows are read in batches, so memory holds only the hashes of kept pieces.
+
+    Returns:
+        ``(split_codes, counts)``: per row the index into :data:`SPLITS` or -1 (skipped or
+        duplicate); counts of items seen, kept, skipped by reason and truncated.
+    """
+    codes = np.full(len(pieces), -1, dtype=np.int8)
+    first: dict[str, str] = {}  # content hash -> source_id of the kept piece
+    skipped: dict[str, int] = {}
+    kept = truncated = 0
+    with open_atomic(path) as f:
+        i = 0
+        for batch in pieces.select_columns(MANIFEST_COLUMNS).iter(batch_size=1000):
+            for row in (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)):
+                if row["status"] == "kept" and row["content_hash"] in first:
+                    row.update(status="skipped", reason="duplicate",
+                               message=f"same content as {first[row['content_hash']]}")
+                row["split"] = None
+                if row["status"] == "kept":
+                    first[row["content_hash"]] = row["source_id"]
+                    row["split"] = assign_split(row["content_hash"], args.val_fraction, args.test_fraction, args.seed)
+                    codes[i] = SPLITS.index(row["split"])
+                    kept += 1
+                    truncated += row["message"].startswith("truncated")
+                else:
+                    skipped[row["reason"]] = skipped.get(row["reason"], 0) + 1
+                f.write(json.dumps(row) + "\n")
+                i += 1
+    return codes, {"items_seen": len(pieces), "items_kept": kept, "items_skipped": len(pieces) - kept,
+                   "items_truncated": truncated, "skipped_by_reason": dict(sorted(skipped.items()))}
+
+
 def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, Any]:
     """Run the whole preparation and write everything into ``args.output``.
+
+    Tokenized shards are kept in ``OUTPUT/_work`` until the end, so running the same
+    command after a crash or a kill resumes from the first unfinished shard and gives
+    the same dataset (see :func:`tokenize_in_shards`).
 
     Args:
         args: the options; see :class:`DataArguments`.
@@ -163,46 +295,30 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     if args.max_files:
         items = items[: args.max_files]
     out.mkdir(parents=True, exist_ok=True)
-    work = out / "_work"  # intermediate Arrow files; removed at the end
-    shutil.rmtree(work, ignore_errors=True)
+    work = out / "_work"  # tokenized shards and intermediate Arrow files; removed at the end
 
-    # 1-2. tokenize every item with the base tokenizer
+    # 1-2. tokenize every item with the base tokenizer, shard by shard
     tok = build_tokenizer(args.tokenizer_config or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_sha1 = file_sha1(save_tokenizer(tok, tmp))
+    _open_work_dir(work, work_plan(items, tok_sha1, args.limits(), args.piece_timeout_sec), args.resume)
     tok_path = save_tokenizer(tok, work / "base")
-    tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": file_sha1(tok_path)}
+    tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": tok_sha1}
     num_proc = min(args.num_proc, max(1, len(items) // 8)) or 1
-    pieces = Dataset.from_list(items).map(
-        tokenize_item, fn_kwargs={**tok_kwargs, "limits": asdict(args.limits()),
-                                  "timeout_sec": args.piece_timeout_sec},
-        num_proc=num_proc if num_proc > 1 else None, desc="Tokenizing")
-    close_isolated_workers()  # children started by an in-process map (num_proc 1)
-    pieces.save_to_disk(work / "pieces")
-    pieces = load_from_disk(work / "pieces")
+    pieces = tokenize_in_shards(
+        items, work / "shards", args.shard_size or 500 * args.num_proc, num_proc,
+        {**tok_kwargs, "limits": asdict(args.limits()), "timeout_sec": args.piece_timeout_sec})
 
-    # 3-4. deduplicate, split by piece
-    statuses = pieces["status"]
-    hashes = pieces["content_hash"]
-    dup_of = mark_duplicates(statuses, hashes)
-    source_ids = pieces["source_id"]
-    manifest = []
-    for i, row in enumerate(pieces.select_columns(
-            ["source_id", "path", "status", "reason", "message", "num_notes", "num_tokens",
-             "duration_sec", "content_hash"])):
-        row = dict(row)
-        if dup_of[i] >= 0:
-            row.update(status="skipped", reason="duplicate", message=f"same content as {source_ids[dup_of[i]]}")
-        row["split"] = (assign_split(row["content_hash"], args.val_fraction, args.test_fraction, args.seed)
-                        if row["status"] == "kept" else None)
-        manifest.append(row)
-    if not any(r["status"] == "kept" for r in manifest):
+    # 3-4. deduplicate, split by piece, write the manifest
+    split_codes, counts = write_manifest(pieces, out / MANIFEST_FILENAME, args)
+    if not counts["items_kept"]:
         raise ValueError(f"No usable piece among {len(items)} items from {args.source}; "
-                           f"see the reasons in {out / MANIFEST_FILENAME}.")
-    write_jsonl_atomic(out / MANIFEST_FILENAME, manifest)
-    split_rows = {s: [i for i, r in enumerate(manifest) if r["split"] == s] for s in SPLITS}
-    empty = [s for s in SPLITS if not split_rows[s] and (s == "train" or _fraction(args, s) > 0)]
+                         f"see the reasons in {out / MANIFEST_FILENAME}.")
+    split_rows = {s: np.flatnonzero(split_codes == k) for k, s in enumerate(SPLITS)}
+    empty = [s for s in SPLITS if not len(split_rows[s]) and (s == "train" or _fraction(args, s) > 0)]
     if empty:
-        raise ValueError(f"Split(s) {empty} got no piece out of {sum(map(len, split_rows.values()))} "
-                           "unique pieces; use more files or larger --val-fraction/--test-fraction.")
+        raise ValueError(f"Split(s) {empty} got no piece out of {counts['items_kept']} "
+                         "unique pieces; use more files or larger --val-fraction/--test-fraction.")
     splits = {s: pieces.select(rows) for s, rows in split_rows.items()}
 
     # 5. optional BPE, trained on train pieces only, then re-encode every split
@@ -238,12 +354,13 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     packed, stats_splits = {}, {}
     for s in SPLITS:
         d = splits[s].shuffle(seed=args.seed)
+        shutil.rmtree(work / f"split_{s}", ignore_errors=True)  # and any cache a killed run left there
         d.save_to_disk(work / f"split_{s}")
         d = load_from_disk(work / f"split_{s}")
         packed[s], dropped = pack_dataset(d, args.block_size, ids["bos"], ids["eos"], num_proc=num_proc)
         notes, tokens = int(np.sum(d["num_notes"])) if len(d) else 0, int(np.sum(d["num_tokens"])) if len(d) else 0
         stats_splits[s] = {
-            "pieces": sum(1 for r in manifest if r["split"] == s),
+            "pieces": len(split_rows[s]),
             "sequences_with_augmentation": len(d),
             "notes": notes, "tokens": tokens,
             "tokens_per_note": tokens / notes if notes else None,
@@ -255,17 +372,10 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     dataset_dict = DatasetDict(packed)
     dataset_dict.save_to_disk(str(out), num_proc=None)
     save_tokenizer(tok, out)
-    skipped: dict[str, int] = {}
-    for r in manifest:
-        if r["status"] == "skipped":
-            skipped[r["reason"]] = skipped.get(r["reason"], 0) + 1
     elapsed = time.time() - t0
     stats = {
         "source": str(args.source),
-        "items_seen": len(manifest),
-        "items_kept": sum(r["status"] == "kept" for r in manifest),
-        "items_skipped": sum(r["status"] == "skipped" for r in manifest),
-        "skipped_by_reason": dict(sorted(skipped.items())),
+        **counts,
         "skip_reasons": SKIP_REASONS,
         "splits": stats_splits,
         "augmented_sequences": num_augmented,
@@ -278,7 +388,7 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
         "arguments": asdict(args),
         "command_line": command_line,
         "elapsed_sec": elapsed,
-        "items_per_sec": len(manifest) / elapsed if elapsed else None,
+        "items_per_sec": counts["items_seen"] / elapsed if elapsed else None,
     }
     write_json_atomic(out / STATS_FILENAME, stats)
     shutil.rmtree(work, ignore_errors=True)

@@ -30,7 +30,8 @@ SKIP_REASONS = {
     "bad_header": "unusable time division (ticks per quarter <= 0, e.g. SMPTE timing)",
     "no_notes": "parsed, but holds no note",
     "too_short": "fewer notes than --min-notes",
-    "too_long": "more notes than --max-notes or longer than --max-duration-sec",
+    "too_long": "more notes than --max-notes or longer than --max-duration-sec (with --over-limit skip, "
+                "the default), or nothing left to keep after truncation",
     "tokenize_error": "the tokenizer raised on this piece",
     "timeout": "no result within --piece-timeout-sec; the worker was killed",
     "crash": "the worker process died on this piece (e.g. a segfault in a parser)",
@@ -50,11 +51,16 @@ class PieceLimits:
             about 15x the longest POP909 song; bounds tokenizer time and memory).
         max_duration_sec: pieces lasting longer are skipped as ``too_long`` (default one
             hour; catches absurd delta times that would explode the token count).
+        over_limit: what happens to a piece over ``max_notes`` or ``max_duration_sec``:
+            ``"skip"`` (default: in web-scraped corpora such pieces are mostly broken
+            files) or ``"truncate"`` (keep its beginning: the notes that start before the
+            cut, with notes that cross it shortened to end there).
     """
 
     min_notes: int = 1
     max_notes: int = 200_000
     max_duration_sec: float = 3600.0
+    over_limit: str = "skip"
 
     def __post_init__(self) -> None:
         if not 0 < self.min_notes <= self.max_notes:
@@ -62,6 +68,9 @@ class PieceLimits:
             raise ValueError(msg)
         if self.max_duration_sec <= 0:
             msg = f"max_duration_sec must be positive, got {self.max_duration_sec}."
+            raise ValueError(msg)
+        if self.over_limit not in ("skip", "truncate"):
+            msg = f"over_limit must be 'skip' or 'truncate', got {self.over_limit!r}."
             raise ValueError(msg)
 
 
@@ -116,21 +125,65 @@ def load_score(item: dict[str, str]) -> Score:
     return score
 
 
-def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0) -> tuple[int, float]:
-    """Check a score against the limits.
+def played_duration_sec(score: Score, max_tempo_qpm: float) -> float:
+    """Seconds the piece lasts as the model will see it.
 
-    The duration is the one the model will see: the tokenizer clamps tempos into its
-    ``tempo_range``, so a piece lasts at least ``quarters * 60 / max_tempo_qpm`` seconds.
-    This catches absurd delta times even when a broken tempo (0 us per quarter, read as
-    an infinite tempo) makes the file's own clock say the piece lasts no time at all.
+    The tokenizer clamps tempos into its ``tempo_range``, so a piece lasts at least
+    ``quarters * 60 / max_tempo_qpm`` seconds. This catches absurd delta times even when a
+    broken tempo (0 us per quarter, read as an infinite tempo) makes the file's own clock
+    say the piece lasts no time at all. Returns ``inf`` if the file's clock overflows.
+    """
+    quarters = score.end() / score.ticks_per_quarter
+    seconds = float(score.to("second").end())
+    return max(seconds if np.isfinite(seconds) else 0.0, quarters * 60.0 / max_tempo_qpm)
+
+
+def tick_at_seconds(score: Score, seconds: float, max_tempo_qpm: float) -> int:
+    """First tick at which :func:`played_duration_sec` of the piece cut there exceeds ``seconds``.
+
+    Walks the tempo map (120 qpm before the first tempo event, as MIDI specifies) and
+    takes the earlier of the file clock and the clamped-tempo bound.
+    """
+    tpq = score.ticks_per_quarter
+    cut = seconds * max_tempo_qpm / 60.0 * tpq
+    tempos = sorted((int(t.time), int(t.mspq)) for t in score.tempos)
+    if not tempos or tempos[0][0] > 0:
+        tempos.insert(0, (0, 500_000))
+    elapsed = 0.0
+    for i, (tick, mspq) in enumerate(tempos):
+        sec_per_tick = mspq / 1e6 / tpq
+        next_tick = tempos[i + 1][0] if i + 1 < len(tempos) else None
+        if sec_per_tick > 0 and (next_tick is None or elapsed + (next_tick - tick) * sec_per_tick >= seconds):
+            cut = min(cut, tick + (seconds - elapsed) / sec_per_tick)
+            break
+        if next_tick is not None:
+            elapsed += (next_tick - tick) * sec_per_tick
+    return int(cut)
+
+
+def _cut(score: Score, end_tick: int) -> Score:
+    """The part of ``score`` before ``end_tick``; notes that cross it are shortened to end there."""
+    score = score.clip(0, end_tick, clip_end=False)  # keeps notes starting before end_tick, whole
+    for track in score.tracks:
+        for note in track.notes:
+            if note.time + note.duration > end_tick:
+                note.duration = end_tick - note.time
+    return score
+
+
+def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0) -> tuple[Score, int, float, str]:
+    """Check a score against the limits, truncating it if ``limits.over_limit == "truncate"``.
 
     Args:
         score: parsed score (ticks).
         limits: the bounds.
-        max_tempo_qpm: fastest tempo the tokenizer represents (quarter notes/minute).
+        max_tempo_qpm: fastest tempo the tokenizer represents (quarter notes/minute); see
+            :func:`played_duration_sec`.
 
     Returns:
-        ``(num_notes, duration_sec)``.
+        ``(score, num_notes, duration_sec, note)``: the score to tokenize (the input, or its
+        truncated beginning), its note count and duration, and ``note`` saying what was
+        cut ("" when nothing was).
 
     Raises:
         SkipPiece: no_notes, too_short or too_long.
@@ -140,14 +193,27 @@ def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0)
         raise SkipPiece("no_notes", "no note in any track")
     if num_notes < limits.min_notes:
         raise SkipPiece("too_short", f"{num_notes} notes < min_notes {limits.min_notes}")
+    note = ""
     if num_notes > limits.max_notes:
-        raise SkipPiece("too_long", f"{num_notes} notes > max_notes {limits.max_notes}")
-    quarters = score.end() / score.ticks_per_quarter
-    seconds = float(score.to("second").end())
-    duration_sec = max(seconds if np.isfinite(seconds) else 0.0, quarters * 60.0 / max_tempo_qpm)
+        if limits.over_limit == "skip":
+            raise SkipPiece("too_long", f"{num_notes} notes > max_notes {limits.max_notes}")
+        starts = np.sort(np.concatenate([t.notes.numpy()["time"] for t in score.tracks if len(t.notes)]))
+        score = _cut(score, int(starts[limits.max_notes]))
+        note = f"truncated to the first {score.note_num()} of {num_notes} notes (max_notes)"
+        num_notes = score.note_num()
+    duration_sec = played_duration_sec(score, max_tempo_qpm)
     if not np.isfinite(duration_sec) or duration_sec > limits.max_duration_sec:
-        raise SkipPiece("too_long", f"lasts {duration_sec:.0f} s > max_duration_sec {limits.max_duration_sec:.0f}")
-    return num_notes, duration_sec
+        if limits.over_limit == "skip":
+            raise SkipPiece("too_long", f"lasts {duration_sec:.0f} s > max_duration_sec {limits.max_duration_sec:.0f}")
+        cut = tick_at_seconds(score, limits.max_duration_sec, max_tempo_qpm)
+        score = _cut(score, cut)
+        note = (note + "; " if note else "") + (
+            f"truncated to the first {limits.max_duration_sec:.0f} s of {duration_sec:.0f} s (max_duration_sec)")
+        num_notes = score.note_num()
+        duration_sec = played_duration_sec(score, max_tempo_qpm)
+    if num_notes < limits.min_notes:
+        raise SkipPiece("too_long", f"{note}: {num_notes} notes left, fewer than min_notes {limits.min_notes}")
+    return score, num_notes, duration_sec, note
 
 
 def content_hash(ids: list[int] | np.ndarray) -> str:
@@ -244,7 +310,8 @@ def _tokenize_item_inline(item: dict[str, Any], tokenizer_path: str, tokenizer_s
     result = PieceResult(input_ids=[])
     try:
         score = load_score(item)
-        result.num_notes, result.duration_sec = check_score(score, PieceLimits(**limits), tok.config.tempo_range[1])
+        score, result.num_notes, result.duration_sec, result.message = check_score(
+            score, PieceLimits(**limits), tok.config.tempo_range[1])
         ids = encode_score(tok, score)
         if not ids:
             raise SkipPiece("no_notes", "tokenizer produced no token")

@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset, load_from_disk
 
 from data.packing import pack_dataset, pack_sequences
-from data.pipeline import DataArguments, assign_split, mark_duplicates, prepare_dataset
+from data.pipeline import DataArguments, assign_split, prepare_dataset
 from data.processing import SKIP_REASONS
 from data.sources import list_source_items, split_abc_tunes
 
@@ -69,10 +69,6 @@ def test_assign_split_is_deterministic_and_proportional():
     assert abs(splits.count("validation") / len(splits) - 0.10) < 0.01
     assert abs(splits.count("test") / len(splits) - 0.05) < 0.01
     assert splits != [assign_split(h, 0.1, 0.05, seed=4) for h in hashes]
-
-
-def test_mark_duplicates_keeps_first():
-    assert mark_duplicates(["kept", "kept", "skipped", "kept"], ["a", "b", "", "a"]) == [-1, -1, -1, 0]
 
 
 def test_arguments_are_checked():
@@ -189,3 +185,62 @@ def test_absurd_delta_time_is_too_long_even_with_a_broken_tempo(tmp_path, tempo)
     result = tokenize_item({"source_id": "short.mid", "path": str(tmp_path / "short.mid"), "abc": ""},
                            str(tok_path), file_sha1(tok_path), asdict(PieceLimits()))
     assert result["status"] == "kept" and result["num_notes"] == 2 and result["duration_sec"] > 0.5
+
+
+def _tokenize_file(tmp_path, midi: bytes, **limits):
+    from dataclasses import asdict
+
+    from data.processing import PieceLimits, file_sha1, tokenize_item
+    from tokenizer import build_tokenizer, save_tokenizer
+
+    tok_path = save_tokenizer(build_tokenizer(), tmp_path)
+    (tmp_path / "piece.mid").write_bytes(midi)
+    return tokenize_item({"source_id": "piece.mid", "path": str(tmp_path / "piece.mid"), "abc": ""},
+                         str(tok_path), file_sha1(tok_path), asdict(PieceLimits(**limits)))
+
+
+def _scale(num_notes: int, gap_ticks: int = 0) -> bytes:
+    """120 bpm, 480 ticks per quarter: ``num_notes`` quarter notes C4, D4, ...; an optional
+    silence of ``gap_ticks`` before the last one."""
+    events = b"\x00\xff\x51\x03\x07\xa1\x20"
+    for i in range(num_notes):
+        delta = gap_ticks if (gap_ticks and i == num_notes - 1) else 0
+        events += _vlq(delta) + bytes([0x90, 60 + i, 0x40]) + _vlq(480) + bytes([0x80, 60 + i, 0x40])
+    return _midi(events)
+
+
+def test_over_limit_pieces_are_skipped_by_default_or_truncated_on_request(tmp_path):
+    skipped = _tokenize_file(tmp_path, _scale(10), max_notes=4)
+    assert (skipped["status"], skipped["reason"]) == ("skipped", "too_long")
+    cut = _tokenize_file(tmp_path, _scale(10), max_notes=4, over_limit="truncate")
+    assert cut["status"] == "kept" and cut["num_notes"] == 4
+    assert cut["message"] == "truncated to the first 4 of 10 notes (max_notes)"
+    whole4 = _tokenize_file(tmp_path, _scale(4))
+    assert cut["input_ids"] == whole4["input_ids"]  # the beginning, exactly as a 4-note file
+
+    # 3 quarters at 120 bpm (1.5 s), then a note after a 100,000-quarter silence
+    long = _scale(4, gap_ticks=480 * 100_000)
+    assert _tokenize_file(tmp_path, long)["reason"] == "too_long"
+    cut = _tokenize_file(tmp_path, long, max_duration_sec=10, over_limit="truncate")
+    assert cut["status"] == "kept" and cut["num_notes"] == 3, cut
+    assert cut["duration_sec"] <= 10 and "max_duration_sec" in cut["message"]
+
+
+def test_truncation_cuts_at_the_time_limit_and_shortens_crossing_notes():
+    from symusic import Note, Score, Tempo, Track
+
+    from data.processing import PieceLimits, check_score, tick_at_seconds
+
+    score = Score(480)
+    score.tempos.append(Tempo(0, 120.0))       # 0.5 s per quarter for 4 quarters (2 s) ...
+    score.tempos.append(Tempo(1920, 60.0))     # ... then 1 s per quarter
+    track = Track(program=0)
+    track.notes.append(Note(0, 1920 * 3, 60, 80))  # a long note across the cut
+    track.notes.append(Note(1920 + 960, 240, 64, 80))  # starts at 4 s: after the cut
+    score.tracks.append(track)
+    # 3 s = 2 s at 120 bpm + one quarter at 60 bpm -> tick 1920 + 480
+    assert tick_at_seconds(score, 3.0, max_tempo_qpm=250.0) == 2400
+    cut, num_notes, seconds, note = check_score(
+        score, PieceLimits(max_duration_sec=3.0, over_limit="truncate"), max_tempo_qpm=250.0)
+    assert num_notes == 1 and cut.tracks[0].notes[0].end == 2400 and seconds == pytest.approx(3.0)
+    assert "first 3 s" in note

@@ -1,0 +1,136 @@
+"""A preparation killed halfway resumes from its saved shards and ends byte-identical."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+from tests_helpers import REPO
+
+from data.pipeline import DataArguments, prepare_dataset, work_plan
+from data.processing import PieceLimits
+from data.sources import list_source_items
+
+# Run preparation in a child process, slowed down per item so the test can kill it
+# between shards (the pipeline itself is unchanged: only tokenize_item is wrapped).
+SLOW_RUN = """
+import json, sys, time
+import data.pipeline as pipeline
+from data.pipeline import DataArguments, prepare_dataset
+
+real = pipeline.tokenize_item
+
+def slow_tokenize_item(item, **kwargs):
+    time.sleep(0.15)
+    return real(item, **kwargs)
+
+pipeline.tokenize_item = slow_tokenize_item
+prepare_dataset(DataArguments(**json.loads(sys.argv[1])))
+"""
+
+
+def _args(corpus: Path, out: Path, **overrides) -> dict:
+    args = {"source": str(corpus), "output": str(out), "block_size": 64, "num_proc": 1, "shard_size": 3,
+            "val_fraction": 0.25, "test_fraction": 0.25, "augment_transpose": 1, "seed": 0,
+            "piece_timeout_sec": 0.0}
+    return {**args, **overrides}
+
+
+def _finished_shards(out: Path) -> list[Path]:
+    shards = out / "_work" / "shards"
+    return [d for d in shards.iterdir() if not d.name.endswith(".tmp")] if shards.is_dir() else []
+
+
+def _content(out: Path) -> dict:
+    ds = load_from_disk(str(out))
+    stats = json.loads((out / "stats.json").read_text())
+    for key in ("elapsed_sec", "items_per_sec", "arguments", "command_line"):
+        stats.pop(key)
+    return {"ids": {s: np.asarray(d["input_ids"]) for s, d in ds.items()},
+            "manifest": (out / "manifest.jsonl").read_text(), "stats": stats,
+            "tokenizer": (out / "tokenizer.json").read_text()}
+
+
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, pop909_files, make_corpus, capsys):
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, pop909_files)  # 14 items -> shards of 3: five shards
+    reference = _content(Path(prepare_dataset(DataArguments(**_args(corpus, tmp_path / "ref")))["arguments"]
+                              ["output"]))
+
+    out = tmp_path / "resumed"
+    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN, json.dumps(_args(corpus, out))], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(_finished_shards(out)) < 2 and child.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = _finished_shards(out)
+    assert child.returncode == -signal.SIGKILL and 2 <= len(done) < 5, done  # really stopped halfway
+    assert not (out / "stats.json").exists()
+
+    capsys.readouterr()
+    prepare_dataset(DataArguments(**_args(corpus, out)))
+    reused = int(capsys.readouterr().out.split("Resumed: ")[1].split()[0])
+    assert reused >= 6  # the shards of the killed run were reused, not recomputed
+    assert not (out / "_work").exists()
+    resumed = _content(out)
+    assert resumed["ids"].keys() == reference["ids"].keys()
+    for split, ids in reference["ids"].items():
+        np.testing.assert_array_equal(resumed["ids"][split], ids, err_msg=split)
+    assert resumed["manifest"] == reference["manifest"]
+    assert resumed["stats"] == reference["stats"]
+    assert resumed["tokenizer"] == reference["tokenizer"]
+
+
+def test_work_plan_follows_items_tokenizer_and_limits(tmp_path, pop909_files):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for p in pop909_files[:3]:
+        (corpus / p.name).write_bytes(p.read_bytes())
+    items = list_source_items(corpus)
+    plan = work_plan(items, "sha", PieceLimits(), 120.0)
+    assert plan == work_plan(list_source_items(corpus), "sha", PieceLimits(), 120.0)
+    assert plan != work_plan(items, "other", PieceLimits(), 120.0)
+    assert plan != work_plan(items, "sha", PieceLimits(over_limit="truncate"), 120.0)
+    assert plan != work_plan(items[:2], "sha", PieceLimits(), 120.0)
+    (corpus / pop909_files[0].name).write_bytes(pop909_files[1].read_bytes())  # a file edited in place
+    assert plan != work_plan(list_source_items(corpus), "sha", PieceLimits(), 120.0)
+
+
+def test_work_left_under_another_plan_is_not_reused(tmp_path, pop909_files, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for p in pop909_files[:6]:
+        (corpus / p.name).write_bytes(p.read_bytes())
+    out = tmp_path / "out"
+    stale = out / "_work" / "shards" / "000000000-000000006"
+    stale.mkdir(parents=True)  # would be loaded (and fail) if it were reused
+    (out / "_work" / "plan.json").write_text(json.dumps({"version": 0}))
+    capsys.readouterr()
+    stats = prepare_dataset(DataArguments(**_args(corpus, out, augment_transpose=0, val_fraction=0.2,
+                                                  test_fraction=0.2)))
+    assert "starting over" in capsys.readouterr().out
+    assert stats["items_kept"] == 6 and not (out / "_work").exists()
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_shard_size_does_not_change_the_dataset(tmp_path, pop909_files, num_proc):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for p in pop909_files:
+        (corpus / p.name).write_bytes(p.read_bytes())
+    base = _args(corpus, tmp_path / "a", augment_transpose=0, num_proc=num_proc)
+    a = _content(Path(prepare_dataset(DataArguments(**{**base, "shard_size": 0}))["arguments"]["output"]))
+    b = _content(Path(prepare_dataset(DataArguments(**{**base, "output": str(tmp_path / "b"), "shard_size": 3}))
+                      ["arguments"]["output"]))
+    for split in a["ids"]:
+        np.testing.assert_array_equal(a["ids"][split], b["ids"][split])
+    assert a["manifest"] == b["manifest"]

@@ -244,3 +244,34 @@ def test_truncation_cuts_at_the_time_limit_and_shortens_crossing_notes():
         score, PieceLimits(max_duration_sec=3.0, over_limit="truncate"), max_tempo_qpm=250.0)
     assert num_notes == 1 and cut.tracks[0].notes[0].end == 2400 and seconds == pytest.approx(3.0)
     assert "first 3 s" in note
+
+
+def test_type0_file_using_all_16_channels_keeps_every_instrument(tmp_path):
+    from tokenizer import build_tokenizer
+
+    on = off = b""
+    for ch in range(16):
+        if ch != 9:  # channel 10 is drums
+            on += b"\x00" + bytes([0xC0 | ch, ch * 8])
+        on += b"\x00" + bytes([0x90 | ch, 40 + 3 * ch, 0x50])
+        off += (_vlq(480) if ch == 0 else b"\x00") + bytes([0x80 | ch, 40 + 3 * ch, 0x40])
+    result = _tokenize_file(tmp_path, _midi(on + off))  # _midi writes a type-0 header
+    assert result["status"] == "kept" and result["num_notes"] == 16, result
+    decoded = build_tokenizer().decode(result["input_ids"])
+    programs = {(t.program, t.is_drum) for t in decoded.tracks for _ in t.notes}
+    assert decoded.note_num() == 16 and len(programs) == 16 and (0, True) in programs
+
+
+def test_tempo_changes_with_few_notes_are_music(tmp_path):
+    tempo = b"\xff\x51\x03"
+    events = (b"\x00" + tempo + b"\x07\xa1\x20" + b"\x00\x90\x3c\x40" + _vlq(960) + b"\x80\x3c\x40"
+              + b"\x00" + tempo + b"\x0f\x42\x40" + b"\x00\x90\x40\x40" + _vlq(960) + b"\x80\x40\x40")
+    result = _tokenize_file(tmp_path, _midi(events))
+    assert result["status"] == "kept" and result["num_notes"] == 2
+    assert result["duration_sec"] == pytest.approx(1.0 + 2.0)  # two beats at 120 bpm, two at 60 bpm
+    from tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    names = {i: name for name, i in tok.vocab.items()}
+    tempo_tokens = [names[i] for i in result["input_ids"] if names[i].startswith("Tempo_")]
+    assert len(set(tempo_tokens)) == 2  # the change survives tokenization

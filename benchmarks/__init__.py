@@ -1,0 +1,1 @@
+"""Benchmarks behind scripts/benchmark.py (figures are printed, never asserted)."""

@@ -26,7 +26,9 @@ from tokenizer import load_tokenizer
 # The fixed set of reasons a piece is skipped (documented in the README).
 SKIP_REASONS = {
     "not_midi": "not a MIDI file (no MThd header) or an empty file",
-    "corrupt": "the MIDI/ABC parser rejected the file (truncated or malformed)",
+    "truncated": "the MIDI parser failed and a chunk runs past the end of the file (cut short, e.g. an "
+                 "interrupted download or copy)",
+    "corrupt": "the MIDI/ABC parser rejected the file (malformed content)",
     "bad_header": "unusable time division (ticks per quarter <= 0, e.g. SMPTE timing)",
     "no_notes": "parsed, but holds no note",
     "too_short": "fewer notes than --min-notes",
@@ -98,6 +100,27 @@ class SkipPiece(Exception):
         self.reason = reason
 
 
+def chunk_past_end(path: str | Path) -> str:
+    """Describe the first chunk that runs past the end of a MIDI file, or return "".
+
+    Walks the chunk headers (4-byte ASCII tag, 4-byte big-endian length; Standard MIDI File
+    1.0, "Chunks"). A chunk with a valid tag whose declared length exceeds what is left is a
+    file cut short. A chunk whose tag is not ASCII letters means the previous length was
+    wrong instead (malformed, not truncated), and the walk stops with "".
+    """
+    data = Path(path).read_bytes()
+    pos, index = 0, 0
+    while pos + 8 <= len(data):
+        tag, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "big")
+        if not tag.isalpha():
+            return ""
+        if pos + 8 + length > len(data):
+            return (f"chunk {index} ({tag.decode()}) declares {length} bytes but the file ends "
+                    f"{len(data) - pos - 8} bytes after its header")
+        pos, index = pos + 8 + length, index + 1
+    return ""
+
+
 def load_score(item: dict[str, str]) -> Score:
     """Parse an item into a ``symusic.Score`` (ticks).
 
@@ -119,6 +142,9 @@ def load_score(item: dict[str, str]) -> Score:
         try:
             score = Score.from_file(path)
         except Exception as err:
+            cut = chunk_past_end(path)
+            if cut:
+                raise SkipPiece("truncated", f"{cut} (parser: {err})") from err
             raise SkipPiece("corrupt", f"MIDI parse error: {err}") from err
     if score.ticks_per_quarter <= 0:
         raise SkipPiece("bad_header", f"ticks per quarter = {score.ticks_per_quarter}")

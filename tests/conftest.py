@@ -24,7 +24,7 @@ def make_corpus():
 
 
 def _make_corpus(folder: Path, pop909_files: list[Path]) -> dict[str, str]:
-    """A small messy corpus: 8 real songs, a duplicate, corrupt bytes, an empty MIDI, ABC.
+    """A small messy corpus: 8 real songs, a duplicate, a cut-short file, a malformed one, an empty MIDI, ABC.
 
     Returns:
         source_id -> expected reason ("" for kept pieces).
@@ -38,8 +38,11 @@ def _make_corpus(folder: Path, pop909_files: list[Path]) -> dict[str, str]:
     sub.mkdir(parents=True)
     shutil.copy(pop909_files[0], sub / "same_song_other_name.MID")
     expected["nested/deeper/same_song_other_name.MID"] = "duplicate"
-    (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff\xff\xff\x00\x90")
-    expected["corrupt.mid"] = "corrupt"
+    (folder / "cut_short.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\x00\x10\x00\x90")
+    expected["cut_short.mid"] = "truncated"  # the track declares 16 bytes, the file ends after 2
+    (folder / "corrupt.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0"
+                                         b"MTrk\x00\x00\x00\x08\x00\xf4\x3c\x40\x00\xff\x2f\x00")
+    expected["corrupt.mid"] = "corrupt"  # complete, but 0xF4 is no MIDI status byte
     (folder / "text.midi").write_bytes(b"this is not a midi file")
     expected["text.midi"] = "not_midi"
     # A valid MIDI file with one empty track: header + MTrk holding only end-of-track.

@@ -102,7 +102,8 @@ def test_manifest_accounts_for_every_input_with_reasons(prepared):
         assert row["reason"] == "" or row["reason"] in SKIP_REASONS
         assert row["status"] == "kept" or row["message"]
     assert stats["items_seen"] == len(expected) == stats["items_kept"] + stats["items_skipped"]
-    assert stats["skipped_by_reason"] == {"corrupt": 1, "duplicate": 1, "no_notes": 1, "not_midi": 1}
+    assert stats["skipped_by_reason"] == {"corrupt": 1, "duplicate": 1, "no_notes": 1, "not_midi": 1,
+                                       "truncated": 1}
     assert "same content as 001.mid" in by_id["nested/deeper/same_song_other_name.MID"]["message"]
 
 

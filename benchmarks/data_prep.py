@@ -29,16 +29,24 @@ class PrepRun:
         wall_sec: wall-clock seconds of the process.
         items: items (files) it saw.
         notes: notes in the pieces it kept.
-        peak_rss_main_mb: peak resident memory of the main process (MiB).
-        peak_pss_tree_mb: peak proportional set size summed over the process and all its
-            children (MiB): memory shared between forked workers is counted once.
+        peak_rss_main_mb: peak resident set size of the main process (MiB), memory-mapped
+            Arrow pages included.
+        peak_anon_main_mb: peak anonymous memory (heap, Python objects; not memory-mapped
+            files) of the main process (MiB).
+        peak_anon_tree_mb: peak anonymous proportional set size summed over the process
+            and all its children (MiB): what must fit in RAM; pages shared between forked
+            workers are counted once.
+        peak_file_tree_mb: peak memory-mapped file pages over the tree (MiB): the Arrow
+            files ``datasets`` reads through mmap; page cache the kernel can drop.
     """
 
     wall_sec: float
     items: int
     notes: int
     peak_rss_main_mb: float
-    peak_pss_tree_mb: float
+    peak_anon_main_mb: float
+    peak_anon_tree_mb: float
+    peak_file_tree_mb: float
 
     @property
     def files_per_sec(self) -> float:
@@ -61,13 +69,16 @@ def run_prepare(source: str | Path, output: str | Path, num_proc: int, block_siz
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT)
         main = psutil.Process(proc.pid)
-        peak_rss = peak_pss = 0.0
+        peak = {"rss": 0, "main": 0, "anon": 0, "file": 0}
         while proc.poll() is None:
             try:
-                peak_rss = max(peak_rss, main.memory_info().rss)
-                peak_pss = max(peak_pss, _tree_pss(main))
-            except psutil.Error:
-                pass
+                tree = [_rollup(p.pid) for p in [main, *main.children(recursive=True)]]
+            except psutil.Error:  # the process ended between poll() and here
+                continue
+            peak["rss"] = max(peak["rss"], tree[0].get("Rss", 0))
+            peak["main"] = max(peak["main"], tree[0].get("Pss_Anon", 0))
+            peak["anon"] = max(peak["anon"], sum(t.get("Pss_Anon", 0) for t in tree))
+            peak["file"] = max(peak["file"], sum(t.get("Pss_File", 0) for t in tree))
             time.sleep(poll_sec)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -75,17 +86,17 @@ def run_prepare(source: str | Path, output: str | Path, num_proc: int, block_siz
         raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{tail}")
     stats = json.loads((Path(output) / "stats.json").read_text())
     notes = sum(s["notes"] for s in stats["splits"].values())
-    return PrepRun(wall, stats["items_seen"], notes, peak_rss / 2**20, peak_pss / 2**20)
+    mib = {k: v / 1024 for k, v in peak.items()}
+    return PrepRun(wall, stats["items_seen"], notes, mib["rss"], mib["main"], mib["anon"], mib["file"])
 
 
-def _tree_pss(main: psutil.Process) -> float:
-    total = 0.0
-    for p in [main, *main.children(recursive=True)]:
-        try:
-            total += p.memory_full_info().pss
-        except psutil.Error:  # a worker that just exited
-            pass
-    return total
+def _rollup(pid: int) -> dict[str, int]:
+    """``/proc/PID/smaps_rollup`` fields in KiB (Linux 4.14+); empty if the process is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in lines)}
 
 
 def plain_miditok_files_per_sec(files: list[Path], tokenizer_config: str | None = None) -> tuple[float, int]:
@@ -120,6 +131,10 @@ def make_edited_copies(files: list[Path], num_copies: int, folder: Path) -> list
     scores = [Score(p) for p in files]
     written = []
     for i in range(num_copies):
+        path = folder / f"{i:06d}_{files[i % len(files)].stem}.mid"
+        if path.is_file():  # made by an earlier call with the same sources
+            written.append(path)
+            continue
         k = i // len(files)
         score = scores[i % len(files)].copy()
         fullest = max(score.tracks, key=lambda t: len(t.notes))
@@ -128,7 +143,6 @@ def make_edited_copies(files: list[Path], num_copies: int, folder: Path) -> list
         for track in score.tracks:
             if not track.is_drum:
                 track.shift_pitch(k % 5 - 2, inplace=True)
-        path = folder / f"{i:06d}_{files[i % len(files)].stem}.mid"
         score.dump_midi(path)
         written.append(path)
     return written

@@ -198,7 +198,8 @@ def tokenize_in_shards(items: list[dict[str, str]], shards_dir: Path, shard_size
     shard at most.
 
     Returns:
-        All rows (:data:`PIECE_FEATURES`), in item order, memory-mapped from the shards.
+        ``(pieces, reused)``: all rows (:data:`PIECE_FEATURES`) in item order, memory-mapped
+        from the shards, and how many items came from shards an earlier run had saved.
     """
     done = {}
     for d in shards_dir.iterdir():
@@ -233,7 +234,7 @@ def tokenize_in_shards(items: list[dict[str, str]], shards_dir: Path, shard_size
         start = end
     if reused:
         print(f"Resumed: {reused} of {len(items)} items were already tokenized in {shards_dir}.")
-    return concatenate_datasets(parts)
+    return concatenate_datasets(parts), reused
 
 
 def write_manifest(pieces: Dataset, path: Path, args: DataArguments) -> tuple[np.ndarray, dict[str, Any]]:
@@ -305,7 +306,7 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     tok_path = save_tokenizer(tok, work / "base")
     tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": tok_sha1}
     num_proc = min(args.num_proc, max(1, len(items) // 8)) or 1
-    pieces = tokenize_in_shards(
+    pieces, reused = tokenize_in_shards(
         items, work / "shards", args.shard_size or 500 * args.num_proc, num_proc,
         {**tok_kwargs, "limits": asdict(args.limits()), "timeout_sec": args.piece_timeout_sec})
 
@@ -387,6 +388,7 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
         "bpe_vocab_size": args.bpe_vocab_size or None,
         "arguments": asdict(args),
         "command_line": command_line,
+        "items_resumed": reused,  # tokenized by an interrupted earlier run, not timed in elapsed_sec
         "elapsed_sec": elapsed,
         "items_per_sec": counts["items_seen"] / elapsed if elapsed else None,
     }

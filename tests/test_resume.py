@@ -51,7 +51,7 @@ def _finished_shards(out: Path) -> list[Path]:
 def _content(out: Path) -> dict:
     ds = load_from_disk(str(out))
     stats = json.loads((out / "stats.json").read_text())
-    for key in ("elapsed_sec", "items_per_sec", "arguments", "command_line"):
+    for key in ("elapsed_sec", "items_per_sec", "arguments", "command_line", "items_resumed"):
         stats.pop(key)
     return {"ids": {s: np.asarray(d["input_ids"]) for s, d in ds.items()},
             "manifest": (out / "manifest.jsonl").read_text(), "stats": stats,
@@ -77,9 +77,9 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, pop909_fil
     assert not (out / "stats.json").exists()
 
     capsys.readouterr()
-    prepare_dataset(DataArguments(**_args(corpus, out)))
-    reused = int(capsys.readouterr().out.split("Resumed: ")[1].split()[0])
-    assert reused >= 6  # the shards of the killed run were reused, not recomputed
+    stats = prepare_dataset(DataArguments(**_args(corpus, out)))
+    assert stats["items_resumed"] >= 6  # the shards of the killed run were reused, not recomputed
+    assert f"Resumed: {stats['items_resumed']} of 15 items" in capsys.readouterr().out
     assert not (out / "_work").exists()
     resumed = _content(out)
     assert resumed["ids"].keys() == reference["ids"].keys()

@@ -30,7 +30,9 @@ class StudyArguments:
 
     study: str = field(default=str(DEFAULT_STUDY), metadata={
         "help": "Study YAML: StudyArguments and TrainingArguments values shared by all sizes."})
-    study_name: str = field(default="music-scaling", metadata={"help": "Name of the study (group of runs)."})
+    study_name: str = field(default="music-scaling", metadata={
+        "help": "Name of the study: the W&B group of its runs."})
+    wandb_project: str = field(default="midi-scaling", metadata={"help": "W&B project the runs are logged to."})
     sizes: list[str] = field(default_factory=lambda: list(STUDY_SIZES),
                              metadata={"help": "Sizes trained by scripts/run_study.py, smallest first."})
     global_batch_tokens: int = field(default=524288, metadata={

@@ -7,7 +7,10 @@ r"""Train one model size of a study on a prepared dataset.
 Hyperparameters come from the study YAML (--study, default configs/study.yaml); any
 StudyArguments or TrainingArguments field can be overridden by a flag
 (e.g. --learning_rate 1e-3). Writes the model (safetensors), tokenizer.json,
-trainer_state.json and run_summary.json into --output-dir.
+trainer_state.json and run_summary.json into --output-dir, and checkpoints while it
+trains: run the same command again after a crash or a kill and it resumes from the last
+one. Logs to Weights & Biases (offline by itself without credentials; --no-wandb: off).
+--push-to-hub --hub-model-id USER/NAME pushes the model, tokenizer and a model card.
 """
 
 from __future__ import annotations
@@ -27,11 +30,25 @@ def main(argv: list[str] | None = None) -> int:
                                                  description=__doc__.split("\n\n")[0])
     if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
         raise ValueError("--output-dir is required: the run folder for the model and run_summary.json.")
+    if training_args.push_to_hub and not training_args.hub_model_id:
+        raise ValueError("--push-to-hub needs --hub-model-id USER/NAME (the Hub repository to create or update).")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = train_size(run, study, training_args)
     if summary:
         keys = ("size", "n_params_non_embedding", "tokens_trained", "eval_loss", "test_loss", "tokens_per_second")
         print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    if summary and training_args.push_to_hub:
+        from training.hub import push_model
+
+        try:
+            url = push_model(training_args.output_dir, training_args.hub_model_id,
+                             private=bool(training_args.hub_private_repo), token=training_args.hub_token)
+        except Exception as err:  # the run itself is saved; say how to push it later
+            print(f"warning: the push to the Hub failed ({type(err).__name__}: {err}). The run is saved; push it "
+                  f"later with:\n  python scripts/push_to_hub.py --run {training_args.output_dir} "
+                  f"--repo-id {training_args.hub_model_id}", file=sys.stderr)
+        else:
+            print(f"Pushed to {url}")
     return 0
 
 

@@ -1,12 +1,18 @@
-"""Shared fixtures: real MIDI from ../shared/data, small corrupt files, a tiny dataset."""
+"""Shared fixtures: real MIDI from ../shared/data, small corrupt files, a tiny dataset, tiny runs."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 from pathlib import Path
 
 import pytest
-from tests_helpers import POP909
+from tests_helpers import POP909, REPO
+
+# Training logs to W&B by default (offline without credentials); tests opt in where they
+# check it (tests/test_tracking.py), so the others stay fast and leave no wandb folders.
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +61,41 @@ def _make_corpus(folder: Path, pop909_files: list[Path]) -> dict[str, str]:
     expected["tunes.abc#X:1"] = ""
     expected["tunes.abc#X:2"] = ""
     return expected
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tmp_path_factory, pop909_files):
+    """A tiny prepared dataset, study file and three size files: ``(root, study, {name: path})``."""
+    from data.pipeline import DataArguments, prepare_dataset
+
+    root = tmp_path_factory.mktemp("train")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for p in pop909_files:
+        (corpus / p.name).write_bytes(p.read_bytes())
+    prepare_dataset(DataArguments(source=str(corpus), output=str(root / "data"), block_size=64, num_proc=1,
+                                  val_fraction=0.2, test_fraction=0.2, seed=3))
+    study = root / "study.yaml"
+    study.write_text("global_batch_tokens: 512\nmax_device_batch_size: 4\nmax_tokens: 15360\n"
+                     "learning_rate: 3.0e-3\nwarmup_steps: 0.1\nlr_scheduler_type: cosine_with_min_lr\n"
+                     "lr_scheduler_kwargs: {min_lr_rate: 0.1}\nweight_decay: 0.1\nmax_grad_norm: 1.0\n"
+                     "eval_steps: 10\neval_max_blocks: 16\nlogging_steps: 2\nseed: 7\nreport_to: none\n"
+                     "save_strategy: 'no'\noptim: adamw_torch\ndisable_tqdm: true\n")
+    sizes = {}
+    for name, width in (("w16", 16), ("w32", 32), ("w48", 48)):
+        sizes[name] = root / f"{name}.yaml"
+        sizes[name].write_text(f"n_layer: 2\nn_embd: {width}\nn_head: 2\n")
+    return root, study, sizes
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tiny_setup):
+    """Three real tiny training runs (w16, w32, w48, 30 steps each) under ``<root>/runs``."""
+    root, study, sizes = tiny_setup
+    spec = importlib.util.spec_from_file_location("conftest_train_script", REPO / "scripts" / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    for name, path in sizes.items():
+        assert train.main(["--size", str(path), "--dataset", str(root / "data"), "--study", str(study),
+                           "--output_dir", str(root / "runs" / name)]) == 0
+    return root / "runs"

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from transformers import AutoModelForCausalLM
 
-from data.pipeline import DataArguments, prepare_dataset
 from tokenizer import load_tokenizer
 from training.study import run_study
 
@@ -23,38 +22,6 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny_setup(tmp_path_factory, pop909_files):
-    root = tmp_path_factory.mktemp("train")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for p in pop909_files:
-        (corpus / p.name).write_bytes(p.read_bytes())
-    prepare_dataset(DataArguments(source=str(corpus), output=str(root / "data"), block_size=64, num_proc=1,
-                                  val_fraction=0.2, test_fraction=0.2, seed=3))
-    study = root / "study.yaml"
-    study.write_text("global_batch_tokens: 512\nmax_device_batch_size: 4\nmax_tokens: 15360\n"
-                     "learning_rate: 3.0e-3\nwarmup_steps: 0.1\nlr_scheduler_type: cosine_with_min_lr\n"
-                     "lr_scheduler_kwargs: {min_lr_rate: 0.1}\nweight_decay: 0.1\nmax_grad_norm: 1.0\n"
-                     "eval_steps: 10\neval_max_blocks: 16\nlogging_steps: 2\nseed: 7\nreport_to: none\n"
-                     "save_strategy: 'no'\noptim: adamw_torch\ndisable_tqdm: true\n")
-    sizes = {}
-    for name, width in (("w16", 16), ("w32", 32), ("w48", 48)):
-        sizes[name] = root / f"{name}.yaml"
-        sizes[name].write_text(f"n_layer: 2\nn_embd: {width}\nn_head: 2\n")
-    return root, study, sizes
-
-
-@pytest.fixture(scope="module")
-def tiny_runs(tiny_setup):
-    root, study, sizes = tiny_setup
-    train = load_script("train")
-    for name, path in sizes.items():
-        assert train.main(["--size", str(path), "--dataset", str(root / "data"), "--study", str(study),
-                           "--output_dir", str(root / "runs" / name)]) == 0
-    return root / "runs"
 
 
 def test_tiny_run_lowers_loss_and_writes_a_complete_summary(tiny_runs):

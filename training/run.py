@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import DatasetDict, load_from_disk
-from transformers import AutoModelForCausalLM, Trainer, TrainingArguments, set_seed
+from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from configs.models import build_model_config, count_parameters, load_size
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
 from data.io import write_json_atomic
 from data.pipeline import STATS_FILENAME
 from tokenizer import load_tokenizer, save_tokenizer, special_token_ids
+from training.tracking import dataset_fingerprint, git_commit, start_wandb_run, wandb_mode
 
 logger = logging.getLogger(__name__)
 RUN_SUMMARY_FILENAME = "run_summary.json"
@@ -37,6 +39,12 @@ class RunArguments:
     size: str = field(metadata={"help": "Model size: a name in configs/sizes/ (tiny, small, medium, large, xl, "
                                         "demo1..demo5) or a YAML path."})
     dataset: str = field(metadata={"help": "Folder written by scripts/prepare_data.py."})
+    wandb: bool = field(default=True, metadata={
+        "help": "Log to Weights & Biases (project/group/run = study project/study_name/size); offline by itself "
+                "without credentials or network. --no-wandb turns it off."})
+    resume: bool | None = field(default=None, metadata={
+        "help": "Resume from the last complete checkpoint-* in --output-dir. Default: resume when there is one; "
+                "--resume: require one; --resume false: start over."})
 
 
 def read_dataset_stats(path: str | Path) -> dict[str, Any]:
@@ -72,8 +80,23 @@ def collate_blocks(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Ten
     return {"input_ids": ids, "labels": ids}
 
 
+class _MarkTrainStart(TrainerCallback):
+    """Restart the throughput clock when the loop starts (after a checkpoint is loaded)."""
+
+    def __init__(self, trainer: StudyTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+        self.trainer.start_time = time.time()
+        self.trainer.start_step = state.global_step
+        self.trainer.eval_seconds = 0.0
+
+
 class StudyTrainer(Trainer):
-    """Trainer that adds tokens seen, tokens/s, wall clock and GPU memory to every log."""
+    """Trainer that adds tokens seen, tokens/s, wall clock and GPU memory to every log.
+
+    Throughput counts from the step the loop started at (the checkpoint's, when resumed).
+    """
 
     def __init__(self, *args: Any, tokens_per_step: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,6 +104,7 @@ class StudyTrainer(Trainer):
         self.start_time = time.time()
         self.start_step = 0
         self.eval_seconds = 0.0
+        self.add_callback(_MarkTrainStart(self))
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         t0 = time.time()
@@ -137,6 +161,50 @@ def check_plan(stats: dict[str, Any], study: StudyArguments, world_size: int = 1
     return layout, plan_steps(stats["splits"]["train"]["blocks"], layout, study.max_tokens)
 
 
+CHECKPOINT_PREFIX = "checkpoint-"
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The highest-step ``checkpoint-N`` folder that holds a ``trainer_state.json``.
+
+    The Trainer writes that file last (after weights, optimizer, scheduler and RNG
+    states), so a checkpoint being written when the process was killed is passed over.
+    """
+    steps = []
+    for path in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"):
+        suffix = path.name[len(CHECKPOINT_PREFIX):]
+        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+            steps.append((int(suffix), path))
+    return max(steps)[1] if steps else None
+
+
+def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
+                          tokens_per_step: int) -> Path | None:
+    """The checkpoint to resume from (None: start over), checked against the planned run.
+
+    Raises:
+        ValueError: ``--resume`` without a checkpoint, or a checkpoint from another plan
+            (steps or batch), which would silently change D.
+    """
+    last = last_complete_checkpoint(output_dir)
+    if run.resume is False:
+        for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+            shutil.rmtree(path)  # starting over: no stale checkpoint may be resumed later
+        return None
+    if last is None:
+        if run.resume:
+            raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}; drop --resume to "
+                             "start from scratch.")
+        return None
+    state = json.loads((last / "trainer_state.json").read_text())
+    saved = (state.get("max_steps"), state.get("train_batch_size"))
+    if state.get("max_steps") != max_steps:
+        raise ValueError(f"{last} belongs to a run of {saved[0]} steps, this one plans {max_steps} "
+                         f"({tokens_per_step} tokens per step); use the same study and dataset, or pass "
+                         "--resume false to start over.")
+    return last
+
+
 def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments) -> dict[str, Any]:
     """Train one size; write the model, tokenizer, trainer state and run_summary.json.
 
@@ -168,8 +236,15 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     layout, max_steps = check_plan(stats, study, world_size)
 
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    wandb_mode_reason = (wandb_mode() if run.wandb and training_args.process_index == 0
+                         else ("disabled", "--no-wandb or not the main process"))
+    use_wandb = wandb_mode_reason[0] != "disabled"
+    report_to = [r for r in training_args.report_to if r not in ("wandb", "none")] + (["wandb"] if use_wandb else [])
     training_args = dataclasses.replace(
         training_args,
+        report_to=report_to or "none",
+        push_to_hub=False,  # pushed by scripts/train.py after the run, with this project's model card
+        run_name=Path(run.size).stem,
         per_device_train_batch_size=layout.per_device_batch_size,
         per_device_eval_batch_size=layout.per_device_batch_size,
         gradient_accumulation_steps=layout.gradient_accumulation_steps,
@@ -190,6 +265,21 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
 
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = _checkpoint_to_resume(run, output_dir, max_steps, layout.tokens_per_step)
+    n_tokens = max_steps * layout.tokens_per_step
+    provenance = {"dataset_fingerprint": dataset_fingerprint(run.dataset), "git_commit": git_commit()}
+    wandb_run = None
+    if use_wandb and training_args.process_index == 0:
+        wandb_run = start_wandb_run(output_dir, *wandb_mode_reason, project=study.wandb_project, group=study.study_name,
+                                    name=Path(run.size).stem, config={
+            "size": run.size, "N": counts["n_params_non_embedding"], "N_total": counts["n_params"],
+            "D_planned": n_tokens, "C_planned": 6 * counts["n_params_non_embedding"] * n_tokens,
+            "C_total_planned": 6 * counts["n_params"] * n_tokens, "steps": max_steps,
+            "global_batch_tokens": layout.tokens_per_step, "world_size": world_size,
+            **provenance, "dataset": {"path": str(run.dataset), "stats": _wandb_stats(stats)},
+            "tokenizer": {"tokenization": stats.get("tokenization"), "vocab_size": stats.get("vocab_size"),
+                          "bpe_vocab_size": stats.get("bpe_vocab_size"), "params": stats.get("tokenizer_params")},
+            "study": dataclasses.asdict(study)})
 
     def capped(split: str):
         d = datasets[split]
@@ -202,19 +292,25 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         model=model, args=training_args, train_dataset=datasets["train"].with_format("numpy"),
         eval_dataset=eval_set, data_collator=collate_blocks, tokens_per_step=layout.tokens_per_step,
     )
-    n_tokens = max_steps * layout.tokens_per_step
     logger.info("size=%s N=%d (total %d) D=%d tokens, %d steps x %d tokens (%d per device x %d accum x %d "
                 "processes x %d block_size)", run.size, counts["n_params_non_embedding"], counts["n_params"],
                 n_tokens, max_steps, layout.tokens_per_step, layout.per_device_batch_size,
                 layout.gradient_accumulation_steps, world_size, block_size)
-    train_output = trainer.train()
-    train_wall = time.time() - trainer.start_time
-    train_eval_seconds = trainer.eval_seconds  # periodic evaluations inside the training loop
+    if checkpoint:
+        logger.info("Resuming from %s (step %d of %d)", checkpoint, int(checkpoint.name.split("-")[1]), max_steps)
+    try:
+        train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_wall = time.time() - trainer.start_time
+        train_eval_seconds = trainer.eval_seconds  # periodic evaluations inside the training loop
 
-    eval_metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
-    test_loss = None
-    if len(datasets["test"]):
-        test_loss = trainer.evaluate(capped("test"), metric_key_prefix="test")["test_loss"]
+        eval_metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
+        test_loss = None
+        if len(datasets["test"]):
+            test_loss = trainer.evaluate(capped("test"), metric_key_prefix="test")["test_loss"]
+    except BaseException:
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=1)  # marks the W&B run failed; the checkpoints stay for a resume
+        raise
     train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
 
     summary: dict[str, Any] = {}
@@ -241,10 +337,21 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
             "tokens_per_second": n_tokens / max(train_wall - train_eval_seconds, 1e-9),
             "total_wall_clock_s": time.time() - t_start,
             "device": str(training_args.device), "bf16": training_args.bf16,
-            "torch_version": torch.__version__,
+            "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
+            **provenance,
             "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
                        "training": training_args.to_dict(), "model": config.to_dict(),
                        "dataset": {"path": str(run.dataset), "stats": stats}},
         }
         write_json_atomic(output_dir / RUN_SUMMARY_FILENAME, summary)
+        for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+            shutil.rmtree(path)  # the finished model is saved above; checkpoints only served resuming
+        if wandb_run is not None:
+            wandb_run.summary.update({k: v for k, v in summary.items() if k != "config"})
+            wandb_run.finish()
     return summary
+
+
+def _wandb_stats(stats: dict[str, Any]) -> dict[str, Any]:
+    """stats.json without its long text fields (the skip-reason glossary, the arguments)."""
+    return {k: v for k, v in stats.items() if k not in ("skip_reasons", "arguments", "tokenizer_params")}

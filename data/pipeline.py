@@ -87,6 +87,9 @@ class DataArguments:
         "help": "Reuse the shards an interrupted run with the same items, tokenizer and limits left in "
                 "OUTPUT/_work (--no-resume: start over)."})
     seed: int = field(default=42, metadata={"help": "Seed of the split hash and the train piece order."})
+    push_to_hub: str = field(default="", metadata={
+        "help": "Then push the DatasetDict, tokenizer.json, stats.json, manifest.jsonl and a dataset card to "
+                "this Hub dataset repository (USER/NAME); needs `hf auth login` or HF_TOKEN."})
 
     def __post_init__(self) -> None:
         if self.block_size < 2:

@@ -6,7 +6,7 @@ r"""Prepare a packed, tokenized dataset from a MIDI/ABC corpus.
 
 Writes an Arrow DatasetDict (train/validation/test blocks of --block-size int32 ids),
 tokenizer.json, manifest.jsonl (every input item: kept or skipped with a reason) and
-stats.json into --output.
+stats.json into --output; --push-to-hub USER/NAME then shares it on the Hub.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
                       "vocab_size": stats["vocab_size"], "items_per_sec": round(stats["items_per_sec"], 1)},
                      indent=2))
     print(f"Dataset written to {args.output}")
+    if args.push_to_hub:
+        from training.hub import push_dataset
+
+        print(f"Pushed to {push_dataset(args.output, args.push_to_hub)}")
     return 0
 
 

@@ -9,7 +9,8 @@ exists is skipped (delete its folder to retrain); a size that fails is recorded 
 results.json with its exit code and last log lines, and the next size runs (the exit
 code is then 1). Sizes, dataset and token budget are checked before the first run. Any other
 flag (a StudyArguments or TrainingArguments field such as --learning_rate) is passed to
-scripts/train.py for every size.
+scripts/train.py for every size. With --push-to-hub --hub-model-id USER/NAME each size is
+pushed to its own repository, USER/NAME-<size>.
 """
 
 from __future__ import annotations
@@ -27,8 +28,22 @@ from configs.study import (
     TrainingArguments,
     parse_with_study,
 )
+from training.hub import repo_id_for_size
 from training.run import RunArguments, check_plan, read_dataset_stats
 from training.study import RESULTS_FILENAME, run_study
+
+
+def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
+    """``args`` without the flags ``names`` and their values (``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{n}=" for n in names)):
+            out.append(arg)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +57,13 @@ def main(argv: list[str] | None = None) -> int:
                         help='Command that runs a script, e.g. "accelerate launch --num_processes 4".')
     args, passthrough = parser.parse_known_args(argv)
     # Validate the study and the pass-through flags once, before any run starts.
-    _, study, _ = parse_with_study((RunArguments, StudyArguments, TrainingArguments),
-                                   ["--size", "x", "--dataset", args.dataset, "--study", args.study,
-                                    "--output_dir", args.output_dir, *passthrough])
+    _, study, training_args = parse_with_study((RunArguments, StudyArguments, TrainingArguments),
+                                               ["--size", "x", "--dataset", args.dataset, "--study", args.study,
+                                                "--output_dir", args.output_dir, *passthrough])
+    hub_id = training_args.hub_model_id
+    if training_args.push_to_hub and not hub_id:
+        raise ValueError("--push-to-hub needs --hub-model-id USER/NAME; each size goes to USER/NAME-<size>.")
+    passthrough = _without_flag(passthrough, ("--hub_model_id", "--hub-model-id"))
     sizes = args.sizes or study.sizes
     for size in sizes:  # fail before the first run, not after the smaller sizes trained
         load_size(size)
@@ -54,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     train_script = Path(__file__).resolve().with_name("train.py")
     command = [*shlex.split(args.launcher), str(train_script), "--dataset", args.dataset,
                "--study", args.study, *passthrough]
-    results = run_study(sizes, args.output_dir, command)
+    per_size = (lambda size: ["--hub_model_id", repo_id_for_size(hub_id, size)]) if hub_id else None
+    results = run_study(sizes, args.output_dir, command, size_args=per_size)
     failed = [r["size"] for r in results if r["status"] == "failed"]
     print(f"Results: {Path(args.output_dir) / RESULTS_FILENAME}"
           + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))

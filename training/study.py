@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops"
 
 
 def run_study(sizes: list[str], study_dir: str | Path, train_command: list[str], *,
-              log: Any = print) -> list[dict[str, Any]]:
+              log: Any = print, size_args: Callable[[str], list[str]] | None = None) -> list[dict[str, Any]]:
     """Train each size unless its ``run_summary.json`` exists; write ``results.json``.
 
     Args:
@@ -32,6 +33,7 @@ def run_study(sizes: list[str], study_dir: str | Path, train_command: list[str],
             scripts/train.py, --dataset, D, --study, S]``; ``--size`` and
             ``--output-dir`` are appended per size.
         log: called with one progress line per size.
+        size_args: extra arguments for one size (e.g. its own ``--hub_model_id``).
 
     Returns:
         One entry per size: ``size``, ``status`` (``finished``, ``existing``,
@@ -54,7 +56,8 @@ def run_study(sizes: list[str], study_dir: str | Path, train_command: list[str],
             log(f"[{i}/{len(sizes)}] {size}: training (log: {log_path})")
             t0 = time.time()
             with log_path.open("w") as f:
-                proc = subprocess.run([*train_command, "--size", size, "--output_dir", str(run_dir)],
+                extra = size_args(size) if size_args else []
+                proc = subprocess.run([*train_command, "--size", size, "--output_dir", str(run_dir), *extra],
                                       stdout=f, stderr=subprocess.STDOUT, check=False)
             entry["seconds"] = round(time.time() - t0, 1)
             if proc.returncode == 0 and summary_path.is_file():

@@ -1,0 +1,108 @@
+r"""Push a finished run or a prepared dataset to the Hugging Face Hub, with a generated card.
+
+    python scripts/push_to_hub.py --run runs/study/small --repo-id me/midi-gpt2-small \
+        --fit runs/study/analysis/fit.json
+    python scripts/push_to_hub.py --dataset data_out/lmd --repo-id me/lmd-remi-1024 --private
+    python scripts/push_to_hub.py --run runs/demo/demo1 --stage-only /tmp/demo1_hub   # offline, no token
+
+--run uploads the weights, config.json (+ generation_config.json), tokenizer.json,
+run_summary.json, trainer_state.json and a README.md model card (with the fitted law of
+--fit, the fit.json of scripts/analyze.py). --dataset uploads the splits as Parquet plus
+tokenizer.json, stats.json, manifest.jsonl and a README.md dataset card. --stage-only DIR
+writes the folder that would be uploaded and stops (for --dataset: the files beside the
+splits). Logs in with HF_TOKEN or `hf auth login`. Takes seconds plus the upload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from configs.cli import run_main
+from training.hub import (
+    DEFAULT_LICENSE,
+    push_dataset,
+    push_model,
+    stage_dataset_extras,
+    stage_model_folder,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", type=Path, metavar="RUN_DIR",
+                      help="Run folder of scripts/train.py (its --output-dir).")
+    what.add_argument("--dataset", type=Path, metavar="DATA_DIR",
+                      help="Dataset folder of scripts/prepare_data.py (its --output).")
+    parser.add_argument("--repo-id", "--repo_id", metavar="USER/NAME",
+                        help="Hub repository (created if missing). Required unless --stage-only.")
+    parser.add_argument("--fit", type=Path, metavar="FIT_JSON",
+                        help="fit.json of scripts/analyze.py (or its output folder); puts the study's "
+                             "fitted law into the model card.")
+    parser.add_argument("--private", action="store_true", help="Create the repository private.")
+    parser.add_argument("--license", default=DEFAULT_LICENSE,
+                        help=f"Hub license id for the card (default: {DEFAULT_LICENSE}).")
+    parser.add_argument("--revision", metavar="BRANCH", help="Branch to push a model to (default: main).")
+    parser.add_argument("--stage-only", "--stage_only", type=Path, metavar="DIR",
+                        help="Write the folder that would be pushed into DIR (new or empty); no network.")
+    args = parser.parse_args(argv)
+    if not args.repo_id and not args.stage_only:
+        parser.error("--repo-id USER/NAME is required (or pass --stage-only DIR to push nothing).")
+    if args.dataset and (args.fit or args.revision):
+        parser.error("--fit and --revision apply to --run only.")
+    return args
+
+
+def load_fit(path: Path) -> dict:
+    """The fit.json of scripts/analyze.py, from the file or its folder.
+
+    Raises:
+        FileNotFoundError: no fit.json there; says what to run.
+    """
+    file = path / "fit.json" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"No fit.json at {path}. Fit the study first:\n"
+                                f"  python scripts/analyze.py --runs <study folder> --output {file.parent}")
+    return json.loads(file.read_text())
+
+
+def _list(folder: Path) -> None:
+    for f in sorted(folder.iterdir()):
+        print(f"  {f.name} ({f.stat().st_size:,} bytes)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    fit = load_fit(args.fit) if args.fit else None
+    if fit is not None and not fit.get("fitted"):
+        print(f"note: {args.fit} holds no fitted law ({fit.get('reason', 'no reason given')}); "
+              "the card will not show one.")
+
+    if args.stage_only:
+        if args.run:
+            staged = stage_model_folder(args.run, args.stage_only, fit, license=args.license, repo_id=args.repo_id)
+        else:
+            staged = stage_dataset_extras(args.dataset, args.stage_only, license=args.license, repo_id=args.repo_id)
+        print(f"staged {staged} (nothing pushed):")
+        _list(staged)
+        if args.dataset:
+            print("  + the train/validation/test splits, converted to Parquet by DatasetDict.push_to_hub")
+        return 0
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the push functions log each file
+    if args.run:
+        url = push_model(args.run, args.repo_id, fit=fit, private=args.private, revision=args.revision,
+                         license=args.license)
+        print(f"pushed run {args.run} to https://huggingface.co/{args.repo_id}")
+    else:
+        url = push_dataset(args.dataset, args.repo_id, private=args.private, license=args.license)
+        print(f"pushed dataset {args.dataset} to https://huggingface.co/datasets/{args.repo_id}")
+    print(f"commit: {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main))

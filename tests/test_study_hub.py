@@ -1,0 +1,41 @@
+"""scripts/run_study.py sends each size to its own Hub repository."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+from tests_helpers import REPO
+
+from training.study import run_study
+
+# stands in for scripts/train.py: records its arguments, writes a run summary
+FAKE_TRAIN = """
+import json, sys
+from pathlib import Path
+args = sys.argv[1:]
+out = Path(args[args.index("--output_dir") + 1])
+(out / "run_summary.json").write_text(json.dumps({"n_params_non_embedding": 1, "eval_loss": 1.0,
+                                                  "tokens_per_second": 1.0, "argv": args}))
+"""
+
+
+def _run_study_script():
+    spec = importlib.util.spec_from_file_location("run_study_script", REPO / "scripts" / "run_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_hub_model_id_becomes_one_repository_per_size(tmp_path):
+    script = _run_study_script()
+    common = script._without_flag(["--push_to_hub", "--hub_model_id", "me/music", "--learning_rate", "1e-3",
+                                   "--hub-model-id=me/other"], ("--hub_model_id", "--hub-model-id"))
+    assert common == ["--push_to_hub", "--learning_rate", "1e-3"]
+    results = run_study(["demo1", "demo2"], tmp_path, [sys.executable, "-c", FAKE_TRAIN, *common],
+                        log=lambda _: None, size_args=lambda size: ["--hub_model_id", f"me/music-{size}"])
+    for entry, size in zip(results, ("demo1", "demo2"), strict=True):
+        argv = json.loads((tmp_path / size / "run_summary.json").read_text())["argv"]
+        assert entry["status"] == "finished"
+        assert argv[argv.index("--hub_model_id") + 1] == f"me/music-{size}" and argv.count("--hub_model_id") == 1

@@ -1,7 +1,8 @@
 """Loaders: a study on local disk to tidy DataFrames.
 
-This is the only layer that knows where runs come from. A W&B source added later must return
-the same two frames (`RUN_COLUMNS`, `CURVE_COLUMNS`), so fitters and plotters do not change.
+This is the only layer that knows where runs come from. The W&B source
+(`analysis.wandb_source`) writes what it pulls as run folders and is read through these same
+functions, so both sources give the same two frames (`RUN_COLUMNS`, `CURVE_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
     row["run_name"] = str(summary.get("run_name") or folder.name)
     row["size"] = summary.get("size") or row["run_name"]
     row["status"] = str(summary.get("status") or "unknown")
+    row["note"] = str(summary.get("note") or "")  # set by sources that know why a run is unusable
     if np.isnan(row["C"]) and np.isfinite(row["N"] * row["D"]):
         row["C"] = 6.0 * row["N"] * row["D"]  # C = 6ND, Kaplan et al. (2020), sec. 2.1
     return row
@@ -124,8 +126,9 @@ def load_local_runs(study_dir: str | Path, *, exclude: Iterable[str | Path] = ()
     summary below them (a size that crashed before finishing) get a row with status
     ``"no_summary"``, except hidden folders and those holding an analysis output or a prepared
     dataset (`_NOT_A_RUN_MARKERS`); ``results.json`` at the root, when present, only adds the
-    failure's exit code and last log line to their notes. Nothing here decides which runs a
-    fit uses: unfinished or broken runs keep their status and a note.
+    failure's exit code and last log line to their notes. A summary's optional ``"note"`` key
+    (written by `analysis.wandb_source` for crashed W&B runs) becomes the row's note. Nothing
+    here decides which runs a fit uses: unfinished or broken runs keep their status and a note.
 
     Args:
         study_dir: Root folder of the study (e.g. ``runs/demo``).

@@ -3,8 +3,12 @@ r"""Fit a scaling law to the runs of a study and write plots, tables and a repor
     python scripts/analyze.py --runs runs/demo --output runs/demo/analysis
     python scripts/analyze.py --runs runs/study --output runs/study/analysis_total \
         --metric test_loss --n-convention total --n-bootstrap 2000
+    python scripts/analyze.py --wandb my-team/midi-scaling --group lmd --output runs/lmd_analysis
 
-Reads every ``run_summary.json`` (and ``trainer_state.json``) under --runs, fits
+Reads every ``run_summary.json`` (and ``trainer_state.json``) under --runs, or pulls the runs
+of a W&B project (one group with --group) into a cache of such folders (--wandb-cache,
+default ``~/.cache/midi-scaling/wandb/<entity>/<project>/<group or _all>``) and reads that;
+when W&B cannot be reached the last pull is analyzed, with a note. Then it fits
 ``L(N) = a * N**(-alpha) + c`` with residual-bootstrap intervals (see
 ``analysis.fit.fit_power_law``) and writes into --output: fit.json, scaling_plot.png,
 training_curves.png, summary_table.json, summary_table.md and report.md. With fewer than 3
@@ -19,8 +23,10 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from analysis.report import METRICS, N_CONVENTIONS, run_analysis
+from analysis.wandb_source import WandbSourceError, parse_project_path, pull_wandb_runs
 from configs.cli import run_main
 from data.io import write_bytes_atomic
 
@@ -31,8 +37,17 @@ def _json_bytes(obj: object) -> bytes:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=Path, required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--runs", type=Path,
                         help="Study folder holding the runs (searched recursively for run_summary.json).")
+    source.add_argument("--wandb", metavar="ENTITY/PROJECT",
+                        help="Pull the runs from this Weights & Biases project instead (needs `wandb login` "
+                             "or WANDB_API_KEY; without network the last pull is analyzed).")
+    parser.add_argument("--group", default=None,
+                        help="With --wandb: only runs of this W&B group, i.e. this study name (default: all).")
+    parser.add_argument("--wandb-cache", "--wandb_cache", type=Path, default=None,
+                        help="With --wandb: folder the runs are pulled into and read from (default: "
+                             "~/.cache/midi-scaling/wandb/<entity>/<project>/<group or _all>).")
     parser.add_argument("--output", type=Path, required=True, help="Folder for the outputs (created).")
     parser.add_argument("--metric", choices=METRICS, default="eval_loss",
                         help="Loss to fit, nats/token (default: eval_loss).")
@@ -45,13 +60,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.n_bootstrap < 0:
         parser.error(f"--n-bootstrap must be >= 0; got {args.n_bootstrap}.")
+    if args.wandb is None and (args.group is not None or args.wandb_cache is not None):
+        parser.error("--group and --wandb-cache only apply with --wandb ENTITY/PROJECT.")
+    if args.wandb is not None:
+        try:
+            parse_project_path(args.wandb)
+        except ValueError as err:
+            parser.error(str(err))
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, wandb_api: Any = None) -> int:
+    """Run the analysis; ``wandb_api`` replaces ``wandb.Api()`` (tests pass a stand-in)."""
     args = parse_args(argv)
+    runs_dir = args.runs
+    if args.wandb is not None:
+        try:
+            pull = pull_wandb_runs(args.wandb, group=args.group, cache_dir=args.wandb_cache, api=wandb_api)
+        except WandbSourceError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        if pull.from_cache:
+            print(pull.note, file=sys.stderr)
+        else:
+            print(f"pulled {pull.n_runs} runs from W&B {args.wandb}"
+                  + (f" (group {args.group!r})" if args.group is not None else "") + f" into {pull.cache_dir}")
+        runs_dir = pull.cache_dir
     try:
-        result = run_analysis(args.runs, metric=args.metric, n_convention=args.n_convention,
+        result = run_analysis(runs_dir, metric=args.metric, n_convention=args.n_convention,
                               n_bootstrap=args.n_bootstrap, seed=args.seed, exclude=[args.output])
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -43,6 +43,9 @@ class StudyArguments:
         "help": "Token budget D per run (0: one epoch of the train split). Never exceeds one epoch."})
     eval_max_blocks: int = field(default=512, metadata={
         "help": "Evaluate on at most this many validation/test blocks (0: all)."})
+    peak_tflops: float = field(default=0.0, metadata={
+        "help": "Peak bf16 TFLOP/s of one device for MFU (0: look the GPU up in training.efficiency; "
+                "no MFU on CPU or an unlisted device)."})
 
     def __post_init__(self) -> None:
         if self.global_batch_tokens < 1 or self.max_device_batch_size < 1:

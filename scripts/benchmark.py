@@ -4,6 +4,11 @@ r"""Benchmarks that print figures (tests never assert times).
     python scripts/benchmark.py data --source ../shared/data/pop909 --num-proc 1 2
     # peak memory for the corpus and for 20,000 edited copies of its files
     python scripts/benchmark.py memory --source ../shared/data/pop909 --copies 20000
+    # training tokens/s: scripts/train.py (HF Trainer) against a bare PyTorch loop, per demo size
+    python scripts/benchmark.py train --dataset demo/data --study configs/demo_study.yaml --steps 60
+    # GPU: tokens/s, MFU and peak memory of the five study sizes at block_size 1024, and the
+    # projected time of the whole study on 100M tokens (prepares POP909 with transpositions first)
+    python scripts/benchmark.py gpu --source ../shared/data/pop909 --num-proc 16 --steps 10
 
 Figures come from whole ``scripts/prepare_data.py`` processes (wall clock, peak memory
 sampled with psutil). Temporary data goes to --work (default: a new temporary folder,
@@ -15,10 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.data_prep import LAKH_MIDI_FILES, make_edited_copies, plain_miditok_files_per_sec, run_prepare
+from configs.models import STUDY_SIZES
 from data.sources import list_source_items
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pop909"
@@ -95,9 +103,79 @@ def bench_memory(args: argparse.Namespace, work: Path) -> dict:
     return results
 
 
+def bench_train(args: argparse.Namespace, work: Path) -> dict:
+    from benchmarks.training_loop import trainer_tokens_per_second
+    from configs.models import build_model_config, count_parameters
+    from configs.study import StudyArguments, TrainingArguments, parse_with_study
+    from training.run import RunArguments, check_plan, read_dataset_stats
+
+    stats = read_dataset_stats(args.dataset)
+    _, study, _ = parse_with_study((RunArguments, StudyArguments, TrainingArguments),
+                                   ["--size", "x", "--dataset", args.dataset, "--study", args.study,
+                                    "--output_dir", str(work)])
+    layout, _ = check_plan(stats, study)
+    print(f"dataset {args.dataset}, study {args.study}: {args.steps} steps x {layout.tokens_per_step} tokens "
+          f"({layout.per_device_batch_size} x {layout.gradient_accumulation_steps} accumulation x "
+          f"{layout.block_size}), one process, W&B off")
+    print(f"{'size':>6} {'N':>9} {'Trainer tok/s':>14} {'bare loop tok/s':>16} {'ratio':>6}")
+    rows = []
+    for size in args.sizes:
+        n = count_parameters(build_model_config(size, stats["vocab_size"], stats["block_size"], 1, 2, 0))
+        bare = subprocess.run([sys.executable, "-m", "benchmarks.training_loop", "--size", size, "--dataset",
+                               args.dataset, "--study", args.study, "--steps", str(args.steps)],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+        if bare.returncode != 0:
+            raise RuntimeError(f"bare loop failed for {size}:\n{bare.stderr[-2000:]}")
+        bare_row = json.loads(bare.stdout.strip().splitlines()[-1])
+        trainer_row = trainer_tokens_per_second(size, args.dataset, args.study, args.steps, layout.tokens_per_step)
+        ratio = trainer_row["tokens_per_second"] / bare_row["tokens_per_second"]
+        rows.append({"size": size, "N": n["n_params_non_embedding"], "trainer": trainer_row, "bare_loop": bare_row,
+                     "ratio": ratio})
+        print(f"{size:>6} {n['n_params_non_embedding']:>9,} {trainer_row['tokens_per_second']:>14,.0f} "
+              f"{bare_row['tokens_per_second']:>16,.0f} {ratio:>6.3f}", flush=True)
+    return {"steps": args.steps, "rows": rows}
+
+
+def bench_gpu(args: argparse.Namespace, work: Path) -> dict:
+    """The study's five sizes at block_size 1024 with the study's 512K-token batch, W&B,
+    evaluation and checkpoints off: the throughput a real study gets."""
+    data = Path(args.dataset) if args.dataset != "demo/data" else work / "gpu_data"
+    if not (data / "stats.json").is_file():
+        run_prepare(args.source, data, args.num_proc[-1], 1024, extra=["--augment-transpose", "3"])
+    rows = []
+    print(f"dataset {data}; {args.steps} steps per size; study configs/study.yaml")
+    print(f"{'size':>7} {'N':>12} {'tokens/s':>10} {'MFU':>6} {'peak GB':>8} {'100M tokens':>12}")
+    for size in args.sizes:
+        out = work / f"gpu_{size}"
+        cmd = [sys.executable, str(Path(__file__).resolve().with_name("train.py")), "--size", size,
+               "--dataset", str(data), "--output-dir", str(out), "--max_tokens",
+               str(args.steps * args.global_batch_tokens), "--global_batch_tokens", str(args.global_batch_tokens),
+               "--eval_steps", "0", "--save_strategy", "no", "--no-wandb", "--disable_tqdm", "true",
+               *args.train_args]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{size:>7} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
+            rows.append({"size": size, "error": proc.stderr[-2000:]})
+            continue
+        summary = json.loads((out / "run_summary.json").read_text())
+        history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+        peak_gb = max((e.get("gpu_max_memory_allocated_gb", 0.0) for e in history), default=0.0)
+        hours = 1e8 / summary["tokens_per_second"] / 3600
+        rows.append({"size": size, "N": summary["n_params_non_embedding"], "tokens_per_second":
+                     summary["tokens_per_second"], "mfu": summary["mfu"], "peak_memory_gb": peak_gb,
+                     "hours_per_100M_tokens": hours, "device": summary.get("device_name")})
+        mfu = f"{summary['mfu']:.1%}" if summary["mfu"] is not None else "n/a"
+        print(f"{size:>7} {summary['n_params_non_embedding']:>12,} {summary['tokens_per_second']:>10,.0f} "
+              f"{mfu:>6} {peak_gb:>8.1f} {hours:>11.2f}h", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    total = sum(r.get("hours_per_100M_tokens", 0.0) for r in rows)
+    print(f"Projected whole study, {len(rows)} sizes x 100M tokens each: {total:.2f} h on this device")
+    return {"rows": rows, "study_hours_100M_tokens": total}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("what", choices=["data", "memory"])
+    parser.add_argument("what", choices=["data", "memory", "train", "gpu"])
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="MIDI folder (default: shared POP909)")
     parser.add_argument("--num-proc", type=int, nargs="+", default=[1, 2],
                         help="process counts to time (memory uses the last)")
@@ -105,14 +183,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="data: runs per setting (the median is shown)")
     parser.add_argument("--copies", type=int, default=20_000, help="memory: number of edited copies")
     parser.add_argument("--lakh-cores", type=int, default=16, help="data: cores of the Lakh MIDI estimate")
+    parser.add_argument("--dataset", default="demo/data", help="train: a prepared dataset (make demo makes this one)")
+    parser.add_argument("--study", default="configs/demo_study.yaml", help="train: the study file")
+    parser.add_argument("--sizes", nargs="+", default=None,
+                        help="train: sizes to time (default demo1..demo5); gpu: default tiny..xl")
+    parser.add_argument("--steps", type=int, default=60, help="train/gpu: optimizer steps per measurement")
+    parser.add_argument("--global-batch-tokens", type=int, default=524288, help="gpu: tokens per step")
+    parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
+                        help="gpu: extra scripts/train.py flags, e.g. --train-args --torch_compile true")
     parser.add_argument("--work", default=None, help="folder for temporary data (default: a temporary folder)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    if not Path(args.source).is_dir():
+    if args.sizes is None:
+        args.sizes = list(STUDY_SIZES) if args.what == "gpu" else [f"demo{i}" for i in range(1, 6)]
+    if args.what in ("data", "memory") and not Path(args.source).is_dir():
         parser.error(f"--source {args.source} is not a folder; point it at a folder of MIDI files.")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="midi_bench_"))
     try:
-        figures = bench_data(args, work) if args.what == "data" else bench_memory(args, work)
+        figures = {"data": bench_data, "memory": bench_memory, "train": bench_train,
+                   "gpu": bench_gpu}[args.what](args, work)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

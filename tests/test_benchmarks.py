@@ -24,3 +24,12 @@ def test_plain_miditok_loop_counts_failures(tmp_path, pop909_files):
     (tmp_path / "bad.mid").write_bytes(b"not midi")
     rate, encoded = plain_miditok_files_per_sec([*pop909_files[:2], tmp_path / "bad.mid"])
     assert encoded == 2 and rate > 0
+
+
+def test_bare_loop_trains_the_same_model_on_the_same_batch(tiny_setup):
+    from benchmarks.training_loop import bare_loop_tokens_per_second
+
+    root, study, sizes = tiny_setup
+    row = bare_loop_tokens_per_second(str(sizes["w16"]), str(root / "data"), str(study), steps=3)
+    assert row["tokens"] == 3 * 512 and row["tokens_per_second"] > 0  # the study's 512-token batch
+    assert 4.0 < row["final_loss"] < 7.0  # about ln(vocab 518) = 6.25 after three steps

@@ -143,3 +143,17 @@ def test_size_table_command_prints_every_size(capsys, tmp_path):
     assert f"| tiny | 2 | 128 | 2 | 512 | 396,800 | {396_800 + (600 + 128) * 128:,} |" in out
     assert all(f"| {s} |" in out for s in STUDY_SIZES + DEMO_SIZES)
     assert tiny.n_positions == 128
+
+
+@pytest.mark.parametrize(("name", "kind", "processes", "machines"), [
+    ("single_gpu", "NO", 1, 1), ("multi_gpu", "MULTI_GPU", 8, 1), ("fsdp", "FSDP", 8, 1),
+    ("two_nodes", "MULTI_GPU", 16, 2)])
+def test_accelerate_configs_load_with_accelerate(name, kind, processes, machines):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from transformers.models.gpt2 import modeling_gpt2
+
+    config = load_config_from_file(str(CONFIG_DIR / "accelerate" / f"{name}.yaml"))
+    assert (config.distributed_type.value, config.num_processes, config.num_machines) == (kind, processes, machines)
+    assert config.mixed_precision == "bf16"
+    if kind == "FSDP":  # the wrapped class must exist, or FSDP would wrap nothing
+        assert hasattr(modeling_gpt2, config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])

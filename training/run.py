@@ -26,6 +26,7 @@ from configs.study import BatchLayout, StudyArguments, compute_batch_layout
 from data.io import write_json_atomic
 from data.pipeline import STATS_FILENAME
 from tokenizer import load_tokenizer, save_tokenizer, special_token_ids
+from training.efficiency import device_peak_flops, flops_per_token, mfu
 from training.tracking import dataset_fingerprint, git_commit, start_wandb_run, wandb_mode
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,12 @@ class StudyTrainer(Trainer):
     Throughput counts from the step the loop started at (the checkpoint's, when resumed).
     """
 
-    def __init__(self, *args: Any, tokens_per_step: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, tokens_per_step: int, flops_per_token: int = 0,
+                 peak_flops: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops  # per device; None: MFU not logged
         self.start_time = time.time()
         self.start_step = 0
         self.eval_seconds = 0.0
@@ -120,6 +124,8 @@ class StudyTrainer(Trainer):
         logs["wall_clock_s"] = round(wall, 3)
         train_seconds = max(wall - self.eval_seconds, 1e-9)
         logs["tokens_per_second"] = (self.state.global_step - self.start_step) * self.tokens_per_step / train_seconds
+        if self.peak_flops:
+            logs["mfu"] = mfu(logs["tokens_per_second"], self.flops_per_token, self.peak_flops, self.args.world_size)
         if torch.cuda.is_available():
             logs["gpu_max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
         super().log(logs, *args, **kwargs)
@@ -244,6 +250,9 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         training_args,
         report_to=report_to or "none",
         push_to_hub=False,  # pushed by scripts/train.py after the run, with this project's model card
+        # the same AdamW update in one fused CUDA kernel per step
+        optim="adamw_torch_fused" if torch.cuda.is_available() and training_args.optim == "adamw_torch"
+        else training_args.optim,
         run_name=Path(run.size).stem,
         per_device_train_batch_size=layout.per_device_batch_size,
         per_device_eval_batch_size=layout.per_device_batch_size,
@@ -288,9 +297,13 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         return d.with_format("numpy")
 
     eval_set = capped("validation")
+    fpt = flops_per_token(config)
+    device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    peak = device_peak_flops(device_name, study.peak_tflops)
     trainer = StudyTrainer(
         model=model, args=training_args, train_dataset=datasets["train"].with_format("numpy"),
         eval_dataset=eval_set, data_collator=collate_blocks, tokens_per_step=layout.tokens_per_step,
+        flops_per_token=fpt, peak_flops=peak,
     )
     logger.info("size=%s N=%d (total %d) D=%d tokens, %d steps x %d tokens (%d per device x %d accum x %d "
                 "processes x %d block_size)", run.size, counts["n_params_non_embedding"], counts["n_params"],
@@ -314,6 +327,9 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
 
     summary: dict[str, Any] = {}
+    # training throughput: tokens of this process's loop over its wall clock minus periodic evaluations
+    tokens_per_second = (max_steps - trainer.start_step) * layout.tokens_per_step / max(
+        train_wall - train_eval_seconds, 1e-9)
     if trainer.is_world_process_zero():
         trainer.save_model(str(output_dir))  # safetensors + config.json
         save_tokenizer(tok, output_dir)
@@ -333,8 +349,10 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
             "per_device_batch_size": layout.per_device_batch_size,
             "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
             "wall_clock_s": train_wall, "eval_wall_clock_s": train_eval_seconds,
-            # training throughput: wall clock of the loop minus its periodic evaluations
-            "tokens_per_second": n_tokens / max(train_wall - train_eval_seconds, 1e-9),
+            "tokens_per_second": tokens_per_second,
+            "flops_per_token": fpt, "device_name": device_name,
+            "peak_flops_per_device": peak,
+            "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,
             "total_wall_clock_s": time.time() - t_start,
             "device": str(training_args.device), "bf16": training_args.bf16,
             "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,

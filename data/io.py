@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def default_file_mode() -> int:
+    """The mode a plainly created file gets under the current umask (e.g. 0o644)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def open_atomic(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file in ``path``'s folder for writing; on a clean exit it is
@@ -20,6 +27,7 @@ def open_atomic(path: str | Path, mode: str = "w") -> Iterator[IO]:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, default_file_mode())  # mkstemp makes it owner-only; give it the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

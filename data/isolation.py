@@ -11,13 +11,29 @@ are daemonic processes, which ``multiprocessing`` forbids to have children.
 
 from __future__ import annotations
 
+import ctypes
 import faulthandler
 import gc
 import os
 import signal
+import sys
 from collections.abc import Callable
 from multiprocessing import Pipe
 from typing import Any
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send ``sig`` to this process when its parent dies (Linux
+    ``prctl(PR_SET_PDEATHSIG)``; a no-op elsewhere), so workers never outlive a killed run."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os.kill(os.getpid(), sig)
 
 
 class IsolatedRunner:
@@ -44,6 +60,7 @@ class IsolatedRunner:
         pid = os.fork()
         if pid == 0:  # child: serve requests until the parent goes away
             parent_conn.close()
+            die_with_parent()
             os.environ["TOKENIZERS_PARALLELISM"] = "false"  # no thread pools after a fork
             faulthandler.disable()  # a crash is reported by the parent, not as a traceback dump
             gc.freeze()  # inherited objects: keep the collector off them (no copy-on-write churn)

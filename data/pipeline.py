@@ -12,18 +12,23 @@ Stages (each a ``datasets.map`` with ``num_proc`` workers where the work is per 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_from_disk
 from miditok import TokTrainingIterator
 
@@ -58,7 +63,7 @@ class DataArguments:
                                           "manifest.jsonl and stats.json."})
     block_size: int = field(default=1024, metadata={"help": "Tokens per packed training block."})
     num_proc: int = field(default=os.cpu_count() or 1,
-                          metadata={"help": "Worker processes for datasets.map (default: the number of cores)."})
+                          metadata={"help": "Worker processes for datasets.map (the default is this machine's cores)."})
     val_fraction: float = field(default=0.05, metadata={"help": "Share of unique pieces in validation."})
     test_fraction: float = field(default=0.05, metadata={"help": "Share of unique pieces in test."})
     augment_transpose: int = field(default=0, metadata={
@@ -68,9 +73,10 @@ class DataArguments:
     tokenizer_config: str = field(default=str(DEFAULT_TOKENIZER_CONFIG), metadata={
         "help": "Tokenizer YAML: a MidiTok scheme and its TokenizerConfig (see configs/tokenizer/)."})
     min_notes: int = field(default=PieceLimits.min_notes, metadata={"help": "Skip pieces with fewer notes."})
-    max_notes: int = field(default=PieceLimits.max_notes, metadata={"help": "Skip pieces with more notes."})
-    max_duration_sec: float = field(default=PieceLimits.max_duration_sec,
-                                    metadata={"help": "Skip pieces lasting longer (seconds)."})
+    max_notes: int = field(default=PieceLimits.max_notes, metadata={
+        "help": "Skip pieces with more notes, or cut them (see --over-limit)."})
+    max_duration_sec: float = field(default=PieceLimits.max_duration_sec, metadata={
+        "help": "Skip pieces lasting longer (seconds), or cut them (see --over-limit)."})
     over_limit: str = field(default=PieceLimits.over_limit, metadata={
         "help": "What to do with a piece over --max-notes or --max-duration-sec: 'skip' it (reason too_long) "
                 "or 'truncate' it to its beginning (kept, with what was cut in its manifest message).",
@@ -106,7 +112,11 @@ class DataArguments:
             raise ValueError(f"--num-proc must be >= 1, got {self.num_proc}.")
         if self.shard_size < 0:
             raise ValueError(f"--shard-size must be >= 0, got {self.shard_size}.")
-        self.limits()  # checks min/max notes, duration and over_limit
+        if not 0 < self.min_notes <= self.max_notes:
+            raise ValueError(f"Need 0 < --min-notes <= --max-notes, got {self.min_notes} and {self.max_notes}.")
+        if self.max_duration_sec <= 0:
+            raise ValueError(f"--max-duration-sec must be positive, got {self.max_duration_sec}.")
+        self.limits()  # and the rest of PieceLimits' checks
 
     def limits(self) -> PieceLimits:
         """The per-piece bounds set by --min-notes, --max-notes, --max-duration-sec and --over-limit."""
@@ -247,12 +257,12 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments) -> tuple[np
 
     Returns:
         ``(split_codes, counts)``: per row the index into :data:`SPLITS` or -1 (skipped or
-        duplicate); counts of items seen, kept, skipped by reason and truncated.
+        duplicate); counts of items seen, kept, skipped by reason and cut to the limits.
     """
     codes = np.full(len(pieces), -1, dtype=np.int8)
     first: dict[str, str] = {}  # content hash -> source_id of the kept piece
     skipped: dict[str, int] = {}
-    kept = truncated = 0
+    kept = cut = 0
     with open_atomic(path) as f:
         i = 0
         for batch in pieces.select_columns(MANIFEST_COLUMNS).iter(batch_size=1000):
@@ -266,16 +276,43 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments) -> tuple[np
                     row["split"] = assign_split(row["content_hash"], args.val_fraction, args.test_fraction, args.seed)
                     codes[i] = SPLITS.index(row["split"])
                     kept += 1
-                    truncated += row["message"].startswith("truncated")
+                    cut += row["message"].startswith("cut to")
                 else:
                     skipped[row["reason"]] = skipped.get(row["reason"], 0) + 1
                 f.write(json.dumps(row) + "\n")
                 i += 1
     return codes, {"items_seen": len(pieces), "items_kept": kept, "items_skipped": len(pieces) - kept,
-                   "items_truncated": truncated, "skipped_by_reason": dict(sorted(skipped.items()))}
+                   "items_cut_to_limits": cut, "skipped_by_reason": dict(sorted(skipped.items()))}
+
+
+@contextlib.contextmanager
+def _children_end_with_sigterm() -> Iterator[None]:
+    """On SIGTERM, stop every process this one started (map workers, isolation children,
+    the queue manager of ``datasets``), then exit with 143 as a killed process would."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, Any]:
+    """See :func:`_prepare_dataset`; SIGTERM also stops the worker processes."""
+    with _children_end_with_sigterm():
+        return _prepare_dataset(args, command_line)
+
+
+def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, Any]:
     """Run the whole preparation and write everything into ``args.output``.
 
     Tokenized shards are kept in ``OUTPUT/_work`` until the end, so running the same

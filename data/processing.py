@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from symusic import Score
 
-from data.isolation import IsolatedRunner
+from data.isolation import IsolatedRunner, die_with_parent
 from tokenizer import load_tokenizer
 
 # The fixed set of reasons a piece is skipped (documented in the README).
@@ -29,7 +29,7 @@ SKIP_REASONS = {
     "truncated": "the MIDI parser failed and a chunk runs past the end of the file (cut short, e.g. an "
                  "interrupted download or copy)",
     "corrupt": "the MIDI/ABC parser rejected the file (malformed content)",
-    "bad_header": "unusable time division (ticks per quarter <= 0, e.g. SMPTE timing)",
+    "bad_header": "parsed, but ticks per quarter <= 0 (SMPTE timing is refused by the parser: corrupt)",
     "no_notes": "parsed, but holds no note",
     "too_short": "fewer notes than --min-notes",
     "too_long": "more notes than --max-notes or longer than --max-duration-sec (with --over-limit skip, "
@@ -188,12 +188,13 @@ def tick_at_seconds(score: Score, seconds: float, max_tempo_qpm: float) -> int:
 
 
 def _cut(score: Score, end_tick: int) -> Score:
-    """The part of ``score`` before ``end_tick``; notes that cross it are shortened to end there."""
+    """The part of ``score`` before ``end_tick``; notes and sustain pedals that cross it are
+    shortened to end there."""
     score = score.clip(0, end_tick, clip_end=False)  # keeps notes starting before end_tick, whole
     for track in score.tracks:
-        for note in track.notes:
-            if note.time + note.duration > end_tick:
-                note.duration = end_tick - note.time
+        for event in [*track.notes, *track.pedals]:  # the events that have a duration
+            if event.time + event.duration > end_tick:
+                event.duration = end_tick - event.time
     return score
 
 
@@ -225,7 +226,7 @@ def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0)
             raise SkipPiece("too_long", f"{num_notes} notes > max_notes {limits.max_notes}")
         starts = np.sort(np.concatenate([t.notes.numpy()["time"] for t in score.tracks if len(t.notes)]))
         score = _cut(score, int(starts[limits.max_notes]))
-        note = f"truncated to the first {score.note_num()} of {num_notes} notes (max_notes)"
+        note = f"cut to the first {score.note_num()} of {num_notes} notes (max_notes)"
         num_notes = score.note_num()
     duration_sec = played_duration_sec(score, max_tempo_qpm)
     if not np.isfinite(duration_sec) or duration_sec > limits.max_duration_sec:
@@ -234,7 +235,7 @@ def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0)
         cut = tick_at_seconds(score, limits.max_duration_sec, max_tempo_qpm)
         score = _cut(score, cut)
         note = (note + "; " if note else "") + (
-            f"truncated to the first {limits.max_duration_sec:.0f} s of {duration_sec:.0f} s (max_duration_sec)")
+            f"cut to the first {limits.max_duration_sec:.0f} s of {duration_sec:.0f} s (max_duration_sec)")
         num_notes = score.note_num()
         duration_sec = played_duration_sec(score, max_tempo_qpm)
     if num_notes < limits.min_notes:
@@ -289,6 +290,8 @@ class PieceResult:
 
 
 _RUNNERS: dict[float, IsolatedRunner] = {}
+_WORKERS_BOUND: set[int] = set()
+_IMPORTED_IN = os.getpid()
 
 
 def close_isolated_workers() -> None:
@@ -316,6 +319,10 @@ def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str
     Returns:
         PieceResult fields; ``input_ids`` empty for skipped pieces.
     """
+    if os.getpid() not in _WORKERS_BOUND:  # a datasets.map worker: end with the run, even on kill -9
+        _WORKERS_BOUND.add(os.getpid())
+        if os.getpid() != _IMPORTED_IN:  # forked from the process that imported this module
+            die_with_parent()
     if timeout_sec <= 0:
         return _tokenize_item_inline(item, tokenizer_path, tokenizer_sha1, limits)
     runner = _RUNNERS.get(timeout_sec)

@@ -16,6 +16,7 @@ pushed to its own repository, USER/NAME-<size>.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ from configs.study import (
     parse_with_study,
 )
 from training.hub import repo_id_for_size
-from training.run import RunArguments, check_plan, read_dataset_stats
+from training.run import RUN_SUMMARY_FILENAME, RunArguments, check_plan, read_dataset_stats
 from training.study import RESULTS_FILENAME, run_study
 
 
@@ -44,6 +45,25 @@ def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
         elif not arg.startswith(tuple(f"{n}=" for n in names)):
             out.append(arg)
     return out
+
+
+def _check_finished_sizes(study_dir: Path, sizes: list[str], planned_tokens: int) -> None:
+    """A finished size is skipped; refuse when it was trained on another token budget.
+
+    Raises:
+        ValueError: names each such size and what to do.
+    """
+    stale = []
+    for size in sizes:
+        summary_path = study_dir / Path(size).stem / RUN_SUMMARY_FILENAME
+        if summary_path.is_file():
+            trained = json.loads(summary_path.read_text()).get("tokens_trained")
+            if trained != planned_tokens:
+                stale.append(f"{summary_path.parent} was trained on {trained:,} tokens" if trained
+                             else f"{summary_path.parent} has no tokens_trained")
+    if stale:
+        raise ValueError(f"This study plans {planned_tokens:,} tokens per size, but " + "; ".join(stale)
+                         + ". Delete those folders to retrain them, or use another --output-dir.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     for size in sizes:  # fail before the first run, not after the smaller sizes trained
         load_size(size)
     layout, steps = check_plan(read_dataset_stats(args.dataset), study)
+    _check_finished_sizes(Path(args.output_dir), sizes, steps * layout.tokens_per_step)
     print(f"{len(sizes)} sizes x {steps} steps x {layout.tokens_per_step:,} tokens = "
           f"{steps * layout.tokens_per_step:,} tokens each")
     train_script = Path(__file__).resolve().with_name("train.py")

@@ -215,7 +215,7 @@ def test_over_limit_pieces_are_skipped_by_default_or_truncated_on_request(tmp_pa
     assert (skipped["status"], skipped["reason"]) == ("skipped", "too_long")
     cut = _tokenize_file(tmp_path, _scale(10), max_notes=4, over_limit="truncate")
     assert cut["status"] == "kept" and cut["num_notes"] == 4
-    assert cut["message"] == "truncated to the first 4 of 10 notes (max_notes)"
+    assert cut["message"] == "cut to the first 4 of 10 notes (max_notes)"
     whole4 = _tokenize_file(tmp_path, _scale(4))
     assert cut["input_ids"] == whole4["input_ids"]  # the beginning, exactly as a 4-note file
 
@@ -228,7 +228,7 @@ def test_over_limit_pieces_are_skipped_by_default_or_truncated_on_request(tmp_pa
 
 
 def test_truncation_cuts_at_the_time_limit_and_shortens_crossing_notes():
-    from symusic import Note, Score, Tempo, Track
+    from symusic import Note, Pedal, Score, Tempo, Track
 
     from data.processing import PieceLimits, check_score, tick_at_seconds
 
@@ -238,12 +238,14 @@ def test_truncation_cuts_at_the_time_limit_and_shortens_crossing_notes():
     track = Track(program=0)
     track.notes.append(Note(0, 1920 * 3, 60, 80))  # a long note across the cut
     track.notes.append(Note(1920 + 960, 240, 64, 80))  # starts at 4 s: after the cut
+    track.pedals.append(Pedal(0, 1920 * 4))  # a sustain pedal held across the cut
     score.tracks.append(track)
     # 3 s = 2 s at 120 bpm + one quarter at 60 bpm -> tick 1920 + 480
     assert tick_at_seconds(score, 3.0, max_tempo_qpm=250.0) == 2400
     cut, num_notes, seconds, note = check_score(
         score, PieceLimits(max_duration_sec=3.0, over_limit="truncate"), max_tempo_qpm=250.0)
     assert num_notes == 1 and cut.tracks[0].notes[0].end == 2400 and seconds == pytest.approx(3.0)
+    assert cut.tracks[0].pedals[0].end == 2400 and cut.end() == 2400
     assert "first 3 s" in note
 
 

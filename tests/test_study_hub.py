@@ -6,6 +6,7 @@ import importlib.util
 import json
 import sys
 
+import pytest
 from tests_helpers import REPO
 
 from training.study import run_study
@@ -39,3 +40,12 @@ def test_hub_model_id_becomes_one_repository_per_size(tmp_path):
         argv = json.loads((tmp_path / size / "run_summary.json").read_text())["argv"]
         assert entry["status"] == "finished"
         assert argv[argv.index("--hub_model_id") + 1] == f"me/music-{size}" and argv.count("--hub_model_id") == 1
+
+
+def test_a_finished_size_trained_on_another_budget_is_refused(tmp_path):
+    script = _run_study_script()
+    (tmp_path / "demo1").mkdir()
+    (tmp_path / "demo1" / "run_summary.json").write_text(json.dumps({"tokens_trained": 204800}))
+    script._check_finished_sizes(tmp_path, ["demo1", "demo2"], 204800)  # same budget: skipped later
+    with pytest.raises(ValueError, match="plans 81,920 tokens per size, but .*demo1 was trained on 204,800"):
+        script._check_finished_sizes(tmp_path, ["demo1"], 81920)

@@ -73,7 +73,7 @@ def test_offline_run_is_named_and_holds_the_study(tiny_setup, tmp_path, monkeypa
     assert train.main(["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study),
                        "--output-dir", str(out), "--study_name", "unit-study", "--wandb_project", "unit-proj"]) == 0
     printed = capsys.readouterr().out
-    assert "W&B offline (no W&B credentials" in printed and f"wandb sync {out / 'wandb'}" in printed
+    assert "W&B offline (no W&B credentials" in printed and f"wandb sync {out / 'wandb'}/offline-run-*" in printed
     init = captured["init"]
     assert (init["project"], init["group"], init["name"], init["mode"]) == ("unit-proj", "unit-study", "w16",
                                                                             "offline")

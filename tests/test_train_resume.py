@@ -63,6 +63,10 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_setup, tmp_path):
     ref = json.loads((tmp_path / "ref" / "run_summary.json").read_text())
     got = json.loads((tmp_path / "run" / "run_summary.json").read_text())
     assert got["resumed_from_step"] in (10, 20) and ref["resumed_from_step"] == 0
+    assert got["train_loss_mean"] == pytest.approx(ref["train_loss_mean"], abs=1e-3)
+    clocks = [e["wall_clock_s"] for e in json.loads((tmp_path / "run" / "trainer_state.json").read_text())[
+        "log_history"] if "wall_clock_s" in e]
+    assert clocks == sorted(clocks) and got["wall_clock_s"] >= clocks[-1] - 1  # the clock never goes back
     assert got["tokens_trained"] == ref["tokens_trained"] and got["steps"] == ref["steps"]
     assert got["eval_loss"] == pytest.approx(ref["eval_loss"], abs=1e-4)
     assert got["test_loss"] == pytest.approx(ref["test_loss"], abs=1e-4)
@@ -84,18 +88,21 @@ def test_which_checkpoint_is_resumed(tmp_path):
         if complete:
             (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"max_steps": max_steps}))
 
-    def args(resume):
-        return RunArguments(size="demo1", dataset="x", resume=resume)
+    def args(resume=False, restart=False):
+        return RunArguments(size="demo1", dataset="x", resume=resume, restart=restart)
 
-    assert _checkpoint_to_resume(args(None), tmp_path, 30, 512) is None  # nothing to resume: start
+    assert _checkpoint_to_resume(args(), tmp_path, 30, 512) is None  # nothing to resume: start
     with pytest.raises(ValueError, match="no complete checkpoint"):
-        _checkpoint_to_resume(args(True), tmp_path, 30, 512)
+        _checkpoint_to_resume(args(resume=True), tmp_path, 30, 512)
     checkpoint(10)
     checkpoint(20)
     checkpoint(30, complete=False)  # being written when the process was killed
     assert last_complete_checkpoint(tmp_path).name == "checkpoint-20"
-    assert _checkpoint_to_resume(args(None), tmp_path, 30, 512).name == "checkpoint-20"
+    assert _checkpoint_to_resume(args(), tmp_path, 30, 512).name == "checkpoint-20"
     with pytest.raises(ValueError, match="belongs to a run of 30 steps, this one plans 20"):
-        _checkpoint_to_resume(args(None), tmp_path, 20, 512)  # another budget would change D
-    assert _checkpoint_to_resume(args(False), tmp_path, 30, 512) is None
-    assert not list(tmp_path.glob("checkpoint-*"))  # starting over clears them
+        _checkpoint_to_resume(args(), tmp_path, 20, 512)  # another budget would change D
+    (tmp_path / "run_summary.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds a finished run"):
+        _checkpoint_to_resume(args(), tmp_path, 30, 512)  # never retrain over a finished run silently
+    assert _checkpoint_to_resume(args(restart=True), tmp_path, 30, 512) is None
+    assert not list(tmp_path.glob("checkpoint-*")) and not (tmp_path / "run_summary.json").exists()

@@ -74,6 +74,8 @@ def test_study_runner_records_failures_and_skips_finished_sizes(tiny_setup, tmp_
     assert [r["status"] for r in saved] == ["failed", "finished"]
     again = run_study([str(sizes["w16"])], tmp_path, command, log=lines.append)
     assert again[0]["status"] == "existing" and again[0]["eval_loss"] == results[1]["eval_loss"]
+    kept = json.loads((tmp_path / "results.json").read_text())  # the size not rerun keeps its entry
+    assert [(r["size"], r["status"]) for r in kept] == [(str(broken), "failed"), (str(sizes["w16"]), "existing")]
 
 
 def test_missing_dataset_says_what_to_run(tmp_path):

@@ -87,7 +87,8 @@ def _tokenization_line(stats: dict[str, Any]) -> str:
                                                   "use_sustain_pedals", "use_pitch_bends") if params.get(k)]
     parts = [f"MidiTok `{stats['tokenization']}`"]
     if params.get("pitch_range"):
-        parts.append(f"pitch range {params['pitch_range'][0]}-{params['pitch_range'][1]}")
+        low, high = params["pitch_range"]  # MidiTok's range is half-open: [low, high)
+        parts.append(f"pitch range {low}-{high - 1}")
     if switches:
         parts.append("with " + ", ".join(switches))
     if stats.get("bpe_vocab_size"):

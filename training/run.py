@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, Trainin
 
 from configs.models import build_model_config, count_parameters, load_size
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
-from data.io import write_json_atomic
+from data.io import default_file_mode, write_json_atomic
 from data.pipeline import STATS_FILENAME
 from tokenizer import load_tokenizer, save_tokenizer, special_token_ids
 from training.efficiency import device_peak_flops, flops_per_token, mfu
@@ -43,9 +44,11 @@ class RunArguments:
     wandb: bool = field(default=True, metadata={
         "help": "Log to Weights & Biases (project/group/run = study project/study_name/size); offline by itself "
                 "without credentials or network. --no-wandb turns it off."})
-    resume: bool | None = field(default=None, metadata={
-        "help": "Resume from the last complete checkpoint-* in --output-dir. Default: resume when there is one; "
-                "--resume: require one; --resume false: start over."})
+    resume: bool = field(default=False, metadata={
+        "help": "Require a checkpoint-* in --output-dir to resume from (without this flag a run resumes "
+                "from its last complete checkpoint when there is one, and starts fresh otherwise)."})
+    restart: bool = field(default=False, metadata={
+        "help": "Start over: delete the checkpoints and any finished run in --output-dir first."})
 
 
 def read_dataset_stats(path: str | Path) -> dict[str, Any]:
@@ -82,15 +85,27 @@ def collate_blocks(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Ten
 
 
 class _MarkTrainStart(TrainerCallback):
-    """Restart the throughput clock when the loop starts (after a checkpoint is loaded)."""
+    """Restart the throughput clock when the loop starts (after a checkpoint is loaded), and
+    skip the Trainer's end-of-run checkpoint and evaluation (done once, after the loop)."""
 
     def __init__(self, trainer: StudyTrainer) -> None:
         self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
+        if state.global_step >= state.max_steps:
+            # train_size evaluates and saves the final model right after the loop: a last
+            # checkpoint (weights + optimizer) and evaluation here would only cost time
+            control.should_save = False
+            control.should_evaluate = False
+        return control
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - TrainerCallback signature
         self.trainer.start_time = time.time()
         self.trainer.start_step = state.global_step
         self.trainer.eval_seconds = 0.0
+        # a resumed run's clock goes on from where the checkpoint's log left it
+        clocks = [e["wall_clock_s"] for e in state.log_history if "wall_clock_s" in e]
+        self.trainer.wall_clock_offset = clocks[-1] if clocks else 0.0
 
 
 class StudyTrainer(Trainer):
@@ -108,6 +123,7 @@ class StudyTrainer(Trainer):
         self.start_time = time.time()
         self.start_step = 0
         self.eval_seconds = 0.0
+        self.wall_clock_offset = 0.0  # seconds trained before a resume
         self.add_callback(_MarkTrainStart(self))
 
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
@@ -121,7 +137,7 @@ class StudyTrainer(Trainer):
         wall = time.time() - self.start_time
         tokens = self.state.global_step * self.tokens_per_step
         logs["tokens_seen"] = tokens
-        logs["wall_clock_s"] = round(wall, 3)
+        logs["wall_clock_s"] = round(self.wall_clock_offset + wall, 3)
         train_seconds = max(wall - self.eval_seconds, 1e-9)
         logs["tokens_per_second"] = (self.state.global_step - self.start_step) * self.tokens_per_step / train_seconds
         if self.peak_flops:
@@ -189,14 +205,20 @@ def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
     """The checkpoint to resume from (None: start over), checked against the planned run.
 
     Raises:
-        ValueError: ``--resume`` without a checkpoint, or a checkpoint from another plan
-            (steps or batch), which would silently change D.
+        ValueError: ``--resume`` without a checkpoint, a checkpoint from another plan (steps
+            or batch), which would silently change D, or a finished run without ``--restart``.
     """
-    last = last_complete_checkpoint(output_dir)
-    if run.resume is False:
+    if run.resume and run.restart:
+        raise ValueError("--resume and --restart contradict each other; give one.")
+    if run.restart:
         for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
             shutil.rmtree(path)  # starting over: no stale checkpoint may be resumed later
+        (output_dir / RUN_SUMMARY_FILENAME).unlink(missing_ok=True)
         return None
+    if (output_dir / RUN_SUMMARY_FILENAME).is_file():
+        raise ValueError(f"{output_dir} holds a finished run ({RUN_SUMMARY_FILENAME}); use another --output-dir, "
+                         "or --restart to train it again from scratch.")
+    last = last_complete_checkpoint(output_dir)
     if last is None:
         if run.resume:
             raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}; drop --resume to "
@@ -207,7 +229,7 @@ def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
     if state.get("max_steps") != max_steps:
         raise ValueError(f"{last} belongs to a run of {saved[0]} steps, this one plans {max_steps} "
                          f"({tokens_per_step} tokens per step); use the same study and dataset, or pass "
-                         "--resume false to start over.")
+                         "--restart to start over.")
     return last
 
 
@@ -332,6 +354,8 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         train_wall - train_eval_seconds, 1e-9)
     if trainer.is_world_process_zero():
         trainer.save_model(str(output_dir))  # safetensors + config.json
+        for weights in output_dir.glob("*.safetensors"):
+            os.chmod(weights, default_file_mode())  # written owner-only; readable like the other files
         save_tokenizer(tok, output_dir)
         trainer.save_state()  # trainer_state.json: the log history analysis reads
         summary = {
@@ -342,13 +366,16 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
             "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
             "flops_total_params": 6 * counts["n_params"] * n_tokens,
             "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
-            "train_loss_mean": train_output.training_loss,
+            # mean of the logged training losses over the whole run (a resumed run included)
+            "train_loss_mean": float(np.mean(train_losses)) if train_losses else train_output.training_loss,
             "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
             "eval_blocks": len(eval_set),
             "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
             "per_device_batch_size": layout.per_device_batch_size,
             "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
-            "wall_clock_s": train_wall, "eval_wall_clock_s": train_eval_seconds,
+            # the training loop's wall clock, sessions before a resume included; tokens_per_second
+            # is this session's throughput
+            "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
             "tokens_per_second": tokens_per_second,
             "flops_per_token": fpt, "device_name": device_name,
             "peak_flops_per_device": peak,

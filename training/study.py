@@ -42,7 +42,11 @@ def run_study(sizes: list[str], study_dir: str | Path, train_command: list[str],
     """
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict[str, Any]] = []
+    try:  # entries of sizes not run this time stay in results.json
+        earlier = [e for e in json.loads((study_dir / RESULTS_FILENAME).read_text()) if e.get("size") not in sizes]
+    except (OSError, ValueError, AttributeError):
+        earlier = []
     for i, size in enumerate(sizes, 1):
         run_dir = study_dir / Path(size).stem
         summary_path = run_dir / RUN_SUMMARY_FILENAME
@@ -73,6 +77,8 @@ def run_study(sizes: list[str], study_dir: str | Path, train_command: list[str],
             if entry["status"] == "finished":
                 log(f"    {size}: N={summary['n_params_non_embedding']:,} eval_loss={summary['eval_loss']:.4f} "
                     f"{summary['tokens_per_second']:,.0f} tokens/s, {entry['seconds']} s")
+        if entry["status"] == "finished" and list((run_dir / "wandb").glob("offline-run-*")):
+            log(f"    {size}: W&B run saved offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*")
         results.append(entry)
-        write_json_atomic(study_dir / RESULTS_FILENAME, results)  # partial results survive a crash
+        write_json_atomic(study_dir / RESULTS_FILENAME, earlier + results)  # partial results survive a crash
     return results

@@ -123,5 +123,6 @@ def start_wandb_run(output_dir: Path, mode: str, reason: str, *, project: str, g
                      dir=str(output_dir), mode=mode,
                      settings=wandb.Settings(init_timeout=60, silent=True, console="off"))
     if mode == "offline":
-        print(f"W&B offline ({reason}). Upload later with:\n  wandb sync {Path(run.dir).parent}")
+        # every session of a resumed run has its own offline-run folder with the same run id
+        print(f"W&B offline ({reason}). Upload later with:\n  wandb sync {output_dir / 'wandb'}/offline-run-*")
     return run

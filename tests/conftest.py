@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-from tests_helpers import POP909, REPO
+from tests_helpers import POP909, load_script
 
 # Training logs to W&B by default (offline without credentials); tests opt in where they
 # check it (tests/test_tracking.py), so the others stay fast and leave no wandb folders.
@@ -92,9 +91,7 @@ def tiny_setup(tmp_path_factory, pop909_files):
 def tiny_runs(tiny_setup):
     """Three real tiny training runs (w16, w32, w48, 30 steps each) under ``<root>/runs``."""
     root, study, sizes = tiny_setup
-    spec = importlib.util.spec_from_file_location("conftest_train_script", REPO / "scripts" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script("train")
     for name, path in sizes.items():
         assert train.main(["--size", str(path), "--dataset", str(root / "data"), "--study", str(study),
                            "--output_dir", str(root / "runs" / name)]) == 0

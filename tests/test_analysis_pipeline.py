@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from tests_helpers import load_script
 
 from analysis.loaders import load_eval_curves, load_local_runs
 from analysis.report import run_analysis
 
-REPO = Path(__file__).resolve().parents[1]
 A, ALPHA, C = 30.0, 0.3, 1.5  # generating law L = A * N**-ALPHA + C
 BLOCK, BATCH_TOKENS, STEPS = 256, 8192, 40
 SHAPES = {"demo1": (2, 32), "demo2": (2, 64), "demo3": (4, 96), "demo4": (4, 128), "demo5": (6, 192)}
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("analyze_script", REPO / "scripts" / "analyze.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-analyze = _load_script()
+analyze = load_script("analyze")
 
 
 def n_non_embedding(n_layer: int, n_embd: int) -> int:

@@ -9,7 +9,6 @@ entry minus ``step`` through ``rewrite_logs``, plus ``train/global_step``), the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests_helpers import load_script
 from transformers.integrations.integration_utils import rewrite_logs
 from wandb.errors import CommError
 
@@ -36,14 +36,7 @@ SUMMARY_ONLY = ("train_runtime", "train_samples_per_second", "train_steps_per_se
 OUTPUT_FILES = ("fit.json", "summary_table.json", "summary_table.md", "report.md")
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("analyze_script_wandb", REPO / "scripts" / "analyze.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-analyze = _load_script()
+analyze = load_script("analyze")
 
 
 def wandb_rows(log_history: list[dict]) -> tuple[list[dict], dict]:

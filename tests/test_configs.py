@@ -128,15 +128,12 @@ def test_study_typos_and_hand_set_batches_are_refused(tmp_path):
 
 
 def test_size_table_command_prints_every_size(capsys, tmp_path):
-    import importlib.util
     import json
-    from pathlib import Path
+
+    from tests_helpers import load_script
 
     (tmp_path / "stats.json").write_text(json.dumps({"vocab_size": 600, "block_size": 128}))
-    path = Path(__file__).resolve().parents[1] / "scripts" / "model_sizes.py"
-    spec = importlib.util.spec_from_file_location("model_sizes", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("model_sizes")
     assert module.main(["--dataset", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     tiny = build_model_config("tiny", 600, 128, 1, 2, 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,9 +10,9 @@ import miditok
 import pytest
 import yaml
 from datasets import DatasetDict
+from tests_helpers import load_script
 from transformers import AutoModelForCausalLM
 
-from data.pipeline import DataArguments, prepare_dataset
 from tokenizer import load_tokenizer
 from training.hub import (
     dataset_card,
@@ -25,7 +24,6 @@ from training.hub import (
     stage_model_folder,
 )
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL_FILES = {"README.md", "model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
                "run_summary.json", "trainer_state.json"}
 DATASET_FILES = {"README.md", "tokenizer.json", "stats.json", "manifest.jsonl"}
@@ -34,33 +32,11 @@ FIT = {"fitted": True, "formula": "L(N) = a * N**(-alpha) + c", "a": 41.7, "alph
        "confidence": 0.95, "metric": "eval_loss", "n_convention": "non_embedding", "runs_used": ["w16"]}
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def hub_run(tmp_path_factory, pop909_files):
-    """A prepared dataset of five POP909 songs and one finished 2-layer run trained on it (~10 s)."""
-    root = tmp_path_factory.mktemp("hub")
-    corpus = root / "corpus"
-    corpus.mkdir()
-    for p in pop909_files[:5]:
-        (corpus / p.name).write_bytes(p.read_bytes())
-    prepare_dataset(DataArguments(source=str(corpus), output=str(root / "data"), block_size=64, num_proc=1,
-                                  val_fraction=0.2, test_fraction=0.2, seed=3))
-    study = root / "study.yaml"
-    study.write_text("global_batch_tokens: 256\nmax_device_batch_size: 4\nmax_tokens: 1024\n"
-                     "learning_rate: 3.0e-3\nwarmup_steps: 0.1\nlr_scheduler_type: cosine\nweight_decay: 0.1\n"
-                     "eval_steps: 0\neval_max_blocks: 8\nlogging_steps: 2\nseed: 7\nreport_to: none\n"
-                     "save_strategy: 'no'\noptim: adamw_torch\ndisable_tqdm: true\n")
-    size = root / "w16.yaml"
-    size.write_text("n_layer: 2\nn_embd: 16\nn_head: 2\n")
-    run_dir = root / "runs" / "w16"
-    assert load_script("train").main(["--size", str(size), "--dataset", str(root / "data"), "--study", str(study),
-                                      "--output_dir", str(run_dir)]) == 0
+def hub_run(tiny_setup, tiny_runs):
+    """The finished w16 run of the shared tiny runs and its dataset."""
+    root, _, _ = tiny_setup
+    run_dir = tiny_runs / "w16"
     return SimpleNamespace(data=root / "data", run=run_dir,
                            summary=json.loads((run_dir / "run_summary.json").read_text()),
                            stats=json.loads((root / "data" / "stats.json").read_text()))

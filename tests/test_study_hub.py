@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 
 import pytest
-from tests_helpers import REPO
+from tests_helpers import load_script
 
 from training.study import run_study
 
@@ -22,15 +21,8 @@ out = Path(args[args.index("--output_dir") + 1])
 """
 
 
-def _run_study_script():
-    spec = importlib.util.spec_from_file_location("run_study_script", REPO / "scripts" / "run_study.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_hub_model_id_becomes_one_repository_per_size(tmp_path):
-    script = _run_study_script()
+    script = load_script("run_study")
     common = script._without_flag(["--push_to_hub", "--hub_model_id", "me/music", "--learning_rate", "1e-3",
                                    "--hub-model-id=me/other"], ("--hub_model_id", "--hub-model-id"))
     assert common == ["--push_to_hub", "--learning_rate", "1e-3"]
@@ -43,7 +35,7 @@ def test_hub_model_id_becomes_one_repository_per_size(tmp_path):
 
 
 def test_a_finished_size_trained_on_another_budget_is_refused(tmp_path):
-    script = _run_study_script()
+    script = load_script("run_study")
     (tmp_path / "demo1").mkdir()
     (tmp_path / "demo1" / "run_summary.json").write_text(json.dumps({"tokens_trained": 204800}))
     script._check_finished_sizes(tmp_path, ["demo1", "demo2"], 204800)  # same budget: skipped later

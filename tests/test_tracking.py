@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 
 import wandb
-from tests_helpers import REPO
+from tests_helpers import load_script
 
 from training.tracking import RUN_ID_FILENAME, dataset_fingerprint, git_commit, wandb_mode
 
@@ -66,9 +65,7 @@ def test_offline_run_is_named_and_holds_the_study(tiny_setup, tmp_path, monkeypa
         return run
 
     monkeypatch.setattr(wandb, "init", recording_init)
-    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
+    train = load_script("train")
     out = tmp_path / "w16"
     assert train.main(["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study),
                        "--output-dir", str(out), "--study_name", "unit-study", "--wandb_project", "unit-proj"]) == 0

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
 from pathlib import Path
 
 import pytest
+from tests_helpers import load_script
 from transformers import AutoModelForCausalLM
 
 from tokenizer import load_tokenizer
@@ -15,13 +15,6 @@ from training.study import run_study
 REPO = Path(__file__).resolve().parents[1]
 SUMMARY_KEYS = {"size", "n_params", "n_params_non_embedding", "tokens_trained", "flops", "train_loss",
                 "eval_loss", "test_loss", "wall_clock_s", "tokens_per_second", "config", "status"}
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_tiny_run_lowers_loss_and_writes_a_complete_summary(tiny_runs):

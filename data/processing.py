@@ -290,8 +290,8 @@ class PieceResult:
 
 
 _RUNNERS: dict[float, IsolatedRunner] = {}
-_WORKERS_BOUND: set[int] = set()
-_IMPORTED_IN = os.getpid()
+_IMPORTED_IN = os.getpid()  # the main process; map workers are forked from it
+_BOUND_PID = 0  # the process that last checked whether it is a worker
 
 
 def close_isolated_workers() -> None:
@@ -319,9 +319,10 @@ def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str
     Returns:
         PieceResult fields; ``input_ids`` empty for skipped pieces.
     """
-    if os.getpid() not in _WORKERS_BOUND:  # a datasets.map worker: end with the run, even on kill -9
-        _WORKERS_BOUND.add(os.getpid())
-        if os.getpid() != _IMPORTED_IN:  # forked from the process that imported this module
+    global _BOUND_PID
+    if _BOUND_PID != os.getpid():  # first call in this process
+        _BOUND_PID = os.getpid()
+        if _BOUND_PID != _IMPORTED_IN:  # a datasets.map worker: end with the run, even on kill -9
             die_with_parent()
     if timeout_sec <= 0:
         return _tokenize_item_inline(item, tokenizer_path, tokenizer_sha1, limits)

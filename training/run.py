@@ -224,10 +224,9 @@ def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
             raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}; drop --resume to "
                              "start from scratch.")
         return None
-    state = json.loads((last / "trainer_state.json").read_text())
-    saved = (state.get("max_steps"), state.get("train_batch_size"))
-    if state.get("max_steps") != max_steps:
-        raise ValueError(f"{last} belongs to a run of {saved[0]} steps, this one plans {max_steps} "
+    saved_steps = json.loads((last / "trainer_state.json").read_text()).get("max_steps")
+    if saved_steps != max_steps:
+        raise ValueError(f"{last} belongs to a run of {saved_steps} steps, this one plans {max_steps} "
                          f"({tokens_per_step} tokens per step); use the same study and dataset, or pass "
                          "--restart to start over.")
     return last
@@ -298,9 +297,12 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     output_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = _checkpoint_to_resume(run, output_dir, max_steps, layout.tokens_per_step)
     n_tokens = max_steps * layout.tokens_per_step
-    provenance = {"dataset_fingerprint": dataset_fingerprint(run.dataset), "git_commit": git_commit()}
+    main_process = training_args.process_index == 0
+    # read once, by the process that writes the summary (hashing a large dataset takes seconds)
+    provenance = {"dataset_fingerprint": dataset_fingerprint(run.dataset), "git_commit": git_commit()} \
+        if main_process else {}
     wandb_run = None
-    if use_wandb and training_args.process_index == 0:
+    if use_wandb:  # only ever true on the main process
         wandb_run = start_wandb_run(output_dir, *wandb_mode_reason, project=study.wandb_project, group=study.study_name,
                                     name=Path(run.size).stem, config={
             "size": run.size, "N": counts["n_params_non_embedding"], "N_total": counts["n_params"],

@@ -187,7 +187,7 @@ def tick_at_seconds(score: Score, seconds: float, max_tempo_qpm: float) -> int:
     return int(cut)
 
 
-def _cut(score: Score, end_tick: int) -> Score:
+def cut_score(score: Score, end_tick: int) -> Score:
     """The part of ``score`` before ``end_tick``; notes and sustain pedals that cross it are
     shortened to end there."""
     score = score.clip(0, end_tick, clip_end=False)  # keeps notes starting before end_tick, whole
@@ -225,7 +225,7 @@ def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0)
         if limits.over_limit == "skip":
             raise SkipPiece("too_long", f"{num_notes} notes > max_notes {limits.max_notes}")
         starts = np.sort(np.concatenate([t.notes.numpy()["time"] for t in score.tracks if len(t.notes)]))
-        score = _cut(score, int(starts[limits.max_notes]))
+        score = cut_score(score, int(starts[limits.max_notes]))
         note = f"cut to the first {score.note_num()} of {num_notes} notes (max_notes)"
         num_notes = score.note_num()
     duration_sec = played_duration_sec(score, max_tempo_qpm)
@@ -233,7 +233,7 @@ def check_score(score: Score, limits: PieceLimits, max_tempo_qpm: float = 250.0)
         if limits.over_limit == "skip":
             raise SkipPiece("too_long", f"lasts {duration_sec:.0f} s > max_duration_sec {limits.max_duration_sec:.0f}")
         cut = tick_at_seconds(score, limits.max_duration_sec, max_tempo_qpm)
-        score = _cut(score, cut)
+        score = cut_score(score, cut)
         note = (note + "; " if note else "") + (
             f"cut to the first {limits.max_duration_sec:.0f} s of {duration_sec:.0f} s (max_duration_sec)")
         num_notes = score.note_num()

@@ -9,7 +9,7 @@ DEMO_RUNS := $(DEMO_DIR)/runs
 DEMO_ANALYSIS := $(DEMO_DIR)/analysis
 NUM_PROC ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo demo-grid test clean-demo
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,15 @@ $(DEMO_DATA)/stats.json: $(VENV)/.installed
 demo: $(DEMO_DATA)/stats.json
 	@# analyze what finished even if a size failed, then report the study's exit status
 	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_study.yaml; \
+	status=$$?; \
+	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS) && \
+	echo "Demo report: $(DEMO_ANALYSIS)/report.md"; \
+	exit $$status
+
+# the demo plus 10 IsoFLOP runs (configs/demo_grid_study.yaml) in the same folder: reuses the
+# demo's five runs, then the report adds L(D), L(C), IsoFLOP profiles and the joint law L(N, D)
+demo-grid: $(DEMO_DATA)/stats.json
+	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_grid_study.yaml; \
 	status=$$?; \
 	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS) && \
 	echo "Demo report: $(DEMO_ANALYSIS)/report.md"; \

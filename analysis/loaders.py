@@ -24,7 +24,8 @@ STATE_FILE = "trainer_state.json"
 RUN_COLUMNS = [
     "run_name", "size", "N", "N_total", "D", "C", "train_loss", "eval_loss", "test_loss",
     "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",
-    "global_batch_tokens", "status", "note", "path",
+    "global_batch_tokens", "flops_per_token", "compute_budget", "tokens_per_note_validation",
+    "tokens_per_note_test", "status", "note", "path",
 ]
 # Files that mark a top-level folder as something other than a run (an analysis output, a
 # prepared dataset from scripts/prepare_data.py), so it is not reported as a failed run.
@@ -36,7 +37,7 @@ _SUMMARY_KEYS = {
     "train_loss": "train_loss", "eval_loss": "eval_loss", "test_loss": "test_loss",
     "wall_clock_s": "wall_clock_s", "tokens_per_second": "tokens_per_second",
     "n_layer": "n_layer", "n_embd": "n_embd", "n_head": "n_head", "block_size": "block_size",
-    "global_batch_tokens": "global_batch_tokens",
+    "global_batch_tokens": "global_batch_tokens", "flops_per_token": "flops_per_token",
 }
 
 
@@ -89,6 +90,13 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
     row["size"] = summary.get("size") or row["run_name"]
     row["status"] = str(summary.get("status") or "unknown")
     row["note"] = str(summary.get("note") or "")  # set by sources that know why a run is unusable
+    config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    row["compute_budget"] = _number((config.get("study") or {}).get("compute_budget"))
+    splits = ((config.get("dataset") or {}).get("stats") or {}).get("splits") or {}
+    for split, column in (("validation", "tokens_per_note_validation"), ("test", "tokens_per_note_test")):
+        # every predicted token of the packed split, BOS/EOS included, per note
+        info = splits.get(split) or {}
+        row[column] = _number(info.get("packed_tokens")) / _number(info.get("notes")) if info.get("notes") else np.nan
     if np.isnan(row["C"]) and np.isfinite(row["N"] * row["D"]):
         row["C"] = 6.0 * row["N"] * row["D"]  # C = 6ND, Kaplan et al. (2020), sec. 2.1
     return row
@@ -139,7 +147,11 @@ def load_local_runs(study_dir: str | Path, *, exclude: Iterable[str | Path] = ()
         DataFrame with columns `RUN_COLUMNS`, one row per run, sorted by ``N`` (nan last):
         ``N`` non-embedding parameters, ``N_total`` all parameters, ``D`` training tokens,
         ``C`` FLOPs (``6 * N * D``), losses in nats/token (``test_loss`` may be nan),
-        ``wall_clock_s`` seconds, ``tokens_per_second``, ``status`` (``"finished"`` for
+        ``wall_clock_s`` seconds, ``tokens_per_second``, ``flops_per_token`` (training FLOPs
+        per token incl. output head and attention), ``compute_budget`` (the IsoFLOP budget C
+        the run was planned for, nan for none), ``tokens_per_note_validation`` and
+        ``tokens_per_note_test`` (packed tokens per note of those splits, for loss per note),
+        ``status`` (``"finished"`` for
         usable runs), ``note`` (why a row is incomplete) and ``path`` (run folder). Numeric
         columns are float64 with nan for missing values.
 

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
-from analysis.fit import PowerLawFit
+from analysis.fit import IsoFlopFit, PowerLawFit
 
 N_LABELS = {
     "N": "non-embedding parameters N",
@@ -148,3 +148,131 @@ def plot_training_curves(curves_df: pd.DataFrame) -> Figure:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)  # outside: never hides a curve
     return fig
 
+
+
+def _size_colors(sizes: list[str]) -> dict[str, object]:
+    """One viridis colour per size, in the given (small to large) order."""
+    return {s: colormaps["viridis"](0.9 * i / max(len(sizes) - 1, 1)) for i, s in enumerate(sizes)}
+
+
+def plot_isoflop(isoflop: IsoFlopFit | None, runs: pd.DataFrame, metric: str, n_label: str) -> Figure:
+    """IsoFLOP profiles: final loss against N for each compute budget, the fitted parabolas
+    (in log N) and their minima (Hoffmann et al. 2022, fig. 3).
+
+    Args:
+        isoflop: result of `analysis.fit.fit_isoflop`, or None (points only).
+        runs: the IsoFLOP runs, with ``N_x``, ``compute_budget`` and ``metric``.
+        metric: loss column, nats/token.
+        n_label: x-axis label (the counting convention).
+    """
+    fig, ax = _new_figure()
+    ax.set_xscale("log")
+    ax.set_xlabel(n_label)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(True, which="both", alpha=0.3)
+    labelled = runs[runs["compute_budget"].fillna(0) > 0] if len(runs) else runs
+    if len(labelled) == 0:
+        _empty_note(ax, "no IsoFLOP runs (isoflop_budgets in the study file)")
+        return fig
+    budgets = sorted(labelled["compute_budget"].unique())
+    for i, c in enumerate(budgets):
+        color = colormaps["plasma"](0.85 * i / max(len(budgets) - 1, 1))
+        group = labelled[labelled["compute_budget"] == c]
+        ax.scatter(group["N_x"], group[metric], color=color, zorder=3, label=f"C = {c:.2g} FLOPs")
+    if isoflop is not None:
+        for i, budget in enumerate(sorted(isoflop.budgets, key=lambda b: b.compute_flops)):
+            color = colormaps["plasma"](0.85 * i / max(len(budgets) - 1, 1))
+            group = labelled[np.isclose(labelled["C_x"], budget.compute_flops, rtol=1e-6)]
+            if budget.coeffs is None or len(group) == 0:
+                continue
+            grid = np.geomspace(group["N_x"].min() / 1.3, group["N_x"].max() * 1.3, 100)
+            ax.plot(grid, np.polyval(budget.coeffs, np.log(grid)), color=color, alpha=0.7,
+                    linestyle="-" if budget.used else ":")
+            if budget.used:
+                ax.plot([budget.n_opt], [budget.loss_opt], marker="*", markersize=12, color=color,
+                        markeredgecolor="black", zorder=4)
+        ax.set_title(f"IsoFLOP profiles: N_opt ∝ C^{isoflop.a:.2f}, D_opt ∝ C^{isoflop.b:.2f}")
+    else:
+        ax.set_title("IsoFLOP profiles (no fit)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_frontier(runs: pd.DataFrame, curves: pd.DataFrame, fit: PowerLawFit | None, metric: str,
+                  c_label: str, extrapolate_to: float | None = None) -> Figure:
+    """Final loss against compute for every run, the compute-efficient frontier and L(C).
+
+    Intermediate evaluations are drawn as faint lines (C at each evaluation = the run's
+    C per token x tokens seen); they lie above what a run of that length would reach, since
+    its cosine schedule had not decayed, and are not fitted.
+
+    Args:
+        runs: runs with ``C_x``, ``N_x``, ``D``, ``size``, ``frontier`` and ``metric``.
+        curves: eval curves (`analysis.loaders.load_eval_curves`) of the same runs.
+        fit: L(C) power law on the frontier runs, or None.
+        metric: loss column.
+        c_label: x-axis label (the counting convention).
+        extrapolate_to: draw the fit up to this C (e.g. 100x the largest run).
+    """
+    fig, ax = _new_figure((7.6, 4.8))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(c_label)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(True, which="both", alpha=0.3)
+    if len(runs) == 0:
+        _empty_note(ax, "no finished runs")
+        return fig
+    sizes = list(dict.fromkeys(runs.sort_values("N_x")["size"]))
+    colors = _size_colors(sizes)
+    c_per_token = (runs["C_x"] / runs["D"]).to_numpy(float)
+    for (_, run), per_token in zip(runs.iterrows(), c_per_token, strict=True):
+        curve = curves[curves["run_name"] == run["run_name"]].dropna(subset=["tokens", "eval_loss"])
+        if len(curve) and metric == "eval_loss":
+            ax.plot(curve["tokens"] * per_token, curve["eval_loss"], color=colors[run["size"]], alpha=0.25,
+                    linewidth=0.8)
+    for size in sizes:
+        group = runs[runs["size"] == size]
+        ax.scatter(group["C_x"], group[metric], color=colors[size], zorder=3, s=18,
+                   label=f"{size} (N = {_si(group['N_x'].iloc[0])})")
+    front = runs[runs["frontier"]].sort_values("C_x")
+    ax.plot(front["C_x"], front[metric], color="black", linestyle="--", linewidth=1, label="frontier (final losses)")
+    if fit is not None:
+        top = max(extrapolate_to or 0, front["C_x"].max() * 1.2)
+        grid = np.geomspace(front["C_x"].min() / 1.2, top, 200)
+        ax.plot(grid, fit.predict(grid), color="C3",
+                label=rf"$L(C) = a C^{{-\gamma}} + c$, $\gamma$ = {fit.alpha:.3f}, $c$ = {fit.c:.3g}")
+        low, high = fit.predict_band(grid)
+        if np.all(np.isfinite(low)):
+            ax.fill_between(grid, low, high, color="C3", alpha=0.15, linewidth=0)
+    ax.set_title("Loss vs. compute (faint: evaluations during training)")
+    _readable_log_yaxis(ax)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)
+    return fig
+
+
+def plot_loss_vs_tokens(runs: pd.DataFrame, fits: dict[str, PowerLawFit | str], metric: str) -> Figure:
+    """Final loss against training tokens D, one colour per size, with each size's L(D) fit."""
+    fig, ax = _new_figure()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training tokens D")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(True, which="both", alpha=0.3)
+    if len(runs) == 0:
+        _empty_note(ax, "no finished runs")
+        return fig
+    sizes = list(dict.fromkeys(runs.sort_values("N_x")["size"]))
+    colors = _size_colors(sizes)
+    for size in sizes:
+        group = runs[runs["size"] == size].sort_values("D")
+        fit = fits.get(str(size))
+        label = f"{size}" + (rf": $\beta$ = {fit.alpha:.2f}" if isinstance(fit, PowerLawFit) else "")
+        ax.scatter(group["D"], group[metric], color=colors[size], zorder=3, s=18, label=label)
+        if isinstance(fit, PowerLawFit):
+            grid = np.geomspace(group["D"].min() / 1.2, group["D"].max() * 1.2, 100)
+            ax.plot(grid, fit.predict(grid), color=colors[size], alpha=0.8)
+    ax.set_title("Final loss vs. training tokens (one run per point)")
+    _readable_log_yaxis(ax)
+    ax.legend(fontsize=7)
+    return fig

@@ -15,16 +15,21 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from analysis.compute_optimal import ComputeAnalysis, analyze_compute, per_note_loss
+from analysis.compute_report import FRONTIER_PLOT_FILE, ISOFLOP_PLOT_FILE, LOSS_VS_D_PLOT_FILE, compute_section
 from analysis.fit import FORMULA, N_PARAMS, PowerLawFit, fit_power_law
 from analysis.loaders import load_eval_curves, load_local_runs
-from analysis.plots import plot_scaling, plot_training_curves
+from analysis.plots import plot_frontier, plot_isoflop, plot_loss_vs_tokens, plot_scaling, plot_training_curves
+from analysis.samples import PIANOROLL_FIGURE_FILE, load_sample_quality, pianoroll_comparison, samples_section
 
 METRICS = ("eval_loss", "test_loss")
 N_CONVENTIONS = {"non_embedding": "N", "total": "N_total"}
+COMPUTE_CONVENTIONS = {"non_embedding": "non_embedding", "total": "total"}
 N_CONVENTION_TEXT = {
     "non_embedding": "N = non-embedding parameters (Kaplan et al. 2020, sec. 2.1)",
     "total": "N = total parameters, embeddings included (Hoffmann et al. 2022 convention)",
 }
+COMPUTE_BOOTSTRAP = 200  # refits of the joint law each take ~10 ms; 200 keep the analysis under a minute
 SCALING_PLOT_FILE = "scaling_plot.png"
 CURVES_PLOT_FILE = "training_curves.png"
 # (column, header, format) of the summary table; units in the headers.
@@ -37,6 +42,8 @@ _TABLE_COLUMNS = [
     ("train_loss", "train loss", "{:.4f}"),
     ("eval_loss", "eval loss", "{:.4f}"),
     ("test_loss", "test loss", "{:.4f}"),
+    ("eval_bits_per_note", "eval bits/note", "{:.3f}"),
+    ("test_bits_per_note", "test bits/note", "{:.3f}"),
     ("tokens_per_second", "tokens/s", "{:,.0f}"),
     ("wall_clock_s", "wall clock (s)", "{:,.1f}"),
 ]
@@ -132,6 +139,8 @@ def render_report(
     table_md: str,
     not_used: list[dict[str, Any]],
     n_runs_found: int,
+    extra_sections: tuple[str, ...] = (),
+    fit_subset_note: str = "",
 ) -> str:
     """Markdown report of a scaling-law analysis.
 
@@ -144,6 +153,9 @@ def render_report(
         table_md: Output of `table_markdown`.
         not_used: Second output of `split_runs`.
         n_runs_found: Number of runs (rows) the loader found.
+        extra_sections: Further markdown sections appended in order (compute-optimal
+            scaling, samples), "" for none.
+        fit_subset_note: Says which token budget the L(N) fit used when runs have several.
 
     Returns:
         The report as markdown, linking to `SCALING_PLOT_FILE` and `CURVES_PLOT_FILE` in
@@ -152,7 +164,7 @@ def render_report(
     out = [f"# Scaling-law analysis: `{study_dir}`", ""]
     out += [f"- Loss metric: `{metric}` (nats/token)", f"- {N_CONVENTION_TEXT[n_convention]}",
             f"- Runs found: {n_runs_found}, usable: {n_runs_found - len(not_used)}"
-            + ("" if fit is not None else " (no fit made)"), "",
+            + ("" if fit is not None else " (no fit made)"), *([fit_subset_note] if fit_subset_note else []), "",
             "## Fit", ""]
     if fit is None:
         out += [f"**No fit was possible.** {fit_reason}", ""]
@@ -187,7 +199,10 @@ def render_report(
             f"![Validation loss during training]({CURVES_PLOT_FILE})", "",
             "## Runs used", "", table_md, "## Runs not used", ""]
     out += [f"- `{r['run_name']}` ({r['path']}): {r['reason']}" for r in not_used] or ["None."]
-    return "\n".join(out) + "\n"
+    out += ["", "Loss per note = loss per token × tokens per note of that split (all predicted tokens, BOS/EOS "
+            "included), in bits (÷ ln 2): unlike loss per token it compares studies with different "
+            "tokenizations (REMI, TSD, BPE)."]
+    return "\n".join(out) + "\n" + "".join("\n" + extra for extra in extra_sections if extra)
 
 
 @dataclass
@@ -200,7 +215,11 @@ class AnalysisOutputs:
         not_used: One dict per other run, with the reason.
         fit: The fit, or None.
         fit_dict: JSON-ready fit summary; ``{"fitted": False, "reason": ...}`` without a fit.
-        figures: File name -> Figure (`SCALING_PLOT_FILE`, `CURVES_PLOT_FILE`).
+        figures: File name -> Figure (`SCALING_PLOT_FILE`, `CURVES_PLOT_FILE`, and
+            `analysis.samples.PIANOROLL_FIGURE_FILE` when runs have samples).
+        sample_quality: `analysis.samples.load_sample_quality` of the used runs (may be empty).
+        compute: The compute-optimal analysis (`analysis.compute_optimal.analyze_compute`) when
+            the runs span several token budgets or IsoFLOP budgets, else None.
         table_rows: `summary_table` of the used runs.
         table_md: The same as markdown.
         report_md: The markdown report.
@@ -215,6 +234,8 @@ class AnalysisOutputs:
     table_rows: list[dict[str, Any]] = field(default_factory=list)
     table_md: str = ""
     report_md: str = ""
+    sample_quality: pd.DataFrame = field(default_factory=pd.DataFrame)
+    compute: ComputeAnalysis | None = None
 
 
 def run_analysis(
@@ -250,7 +271,20 @@ def run_analysis(
         raise ValueError(f"n_convention must be one of {tuple(N_CONVENTIONS)}; got {n_convention!r}.")
     n_column = N_CONVENTIONS[n_convention]
     runs = load_local_runs(study_dir, exclude=exclude)
-    used, not_used = split_runs(runs, metric, n_column)
+    for split, column in (("validation", "eval"), ("test", "test")):
+        loss_column = "eval_loss" if split == "validation" else "test_loss"
+        runs[f"{column}_bits_per_note"] = [per_note_loss(x, t)[1] for x, t in
+                                           zip(runs[loss_column], runs[f"tokens_per_note_{split}"], strict=True)]
+    usable, not_used = split_runs(runs, metric, n_column)
+    # L(N) needs one token budget: the D shared by the most runs (ties: the largest D); runs on
+    # other budgets go to the compute-optimal section instead
+    used, fit_subset_note = usable, ""
+    if usable["D"].nunique() > 1:
+        counts = usable.groupby("D").size()
+        main_d = max(counts.index, key=lambda d: (counts[d], d))
+        used = usable[usable["D"] == main_d]
+        fit_subset_note = (f"- L(N) is fitted on the {len(used)} runs trained on D = {main_d:,.0f} tokens; the other "
+                           f"{len(usable) - len(used)} runs (other budgets) enter the compute-optimal section.")
 
     fit, reason = None, None
     if len(used) < N_PARAMS:
@@ -271,10 +305,31 @@ def run_analysis(
     curves = curves[curves["run_name"].isin(used["run_name"])]
     rows = summary_table(used)
     table_md = table_markdown(rows)
-    report_md = render_report(study_dir=study_dir, metric=metric, n_convention=n_convention, fit=fit,
-                              fit_reason=reason, table_md=table_md, not_used=not_used,
-                              n_runs_found=len(runs))
     figures = {SCALING_PLOT_FILE: plot_scaling(used, fit, metric, n_column),
                CURVES_PLOT_FILE: plot_training_curves(curves)}
+    compute, compute_md = None, ""
+    if usable["D"].nunique() > 1 or (usable["compute_budget"].fillna(0) > 0).any():
+        compute = analyze_compute(usable, metric=metric, convention=n_convention,
+                                  n_bootstrap=min(n_bootstrap, COMPUTE_BOOTSTRAP), seed=seed)
+        all_curves = load_eval_curves(study_dir)
+        labels = {"non_embedding": "non-embedding parameters N", "total": "total parameters N (incl. embeddings)"}
+        figures[ISOFLOP_PLOT_FILE] = plot_isoflop(compute.isoflop, compute.runs, metric, labels[n_convention])
+        figures[FRONTIER_PLOT_FILE] = plot_frontier(
+            compute.runs, all_curves[all_curves["run_name"].isin(compute.runs["run_name"])], compute.loss_vs_c,
+            metric, f"compute C = 6ND (FLOPs, {n_convention} N)", extrapolate_to=100 * compute.max_c)
+        figures[LOSS_VS_D_PLOT_FILE] = plot_loss_vs_tokens(compute.runs, compute.loss_vs_d, metric)
+        compute_md = compute_section(compute, sum(1 for v in compute.loss_vs_d.values() if not isinstance(v, str)))
+    quality = load_sample_quality(used)
+    samples_md = ""
+    if not quality.empty:
+        pianorolls = pianoroll_comparison(quality)
+        if pianorolls is not None:
+            figures[PIANOROLL_FIGURE_FILE] = pianorolls
+        samples_md = samples_section(quality, PIANOROLL_FIGURE_FILE if pianorolls is not None else None)
+    report_md = render_report(study_dir=study_dir, metric=metric, n_convention=n_convention, fit=fit,
+                              fit_reason=reason, table_md=table_md, not_used=not_used,
+                              n_runs_found=len(runs), extra_sections=(compute_md, samples_md),
+                              fit_subset_note=fit_subset_note)
     return AnalysisOutputs(runs=runs, used=used, not_used=not_used, fit=fit, fit_dict=fit_dict,
-                           figures=figures, table_rows=rows, table_md=table_md, report_md=report_md)
+                           figures=figures, table_rows=rows, table_md=table_md, report_md=report_md,
+                           sample_quality=quality, compute=compute)

@@ -46,6 +46,25 @@ class StudyArguments:
     peak_tflops: float = field(default=0.0, metadata={
         "help": "Peak bf16 TFLOP/s of one device for MFU (0: look the GPU up in training.efficiency; "
                 "no MFU on CPU or an unlisted device)."})
+    token_budgets: list[int] = field(default_factory=list, metadata={
+        "help": "Extra token budgets D: scripts/run_study.py trains every size on each as well (a grid over N "
+                "and D, folders <size>-D<tokens>)."})
+    isoflop_budgets: list[float] = field(default_factory=list, metadata={
+        "help": "IsoFLOP budgets C (FLOPs): scripts/run_study.py trains every size on D = C / 6N tokens "
+                "(folders <size>-C<C>), leaving out sizes under 20 steps or over one epoch."})
+    compute_budget: float = field(default=0.0, metadata={
+        "help": "The IsoFLOP budget this run belongs to (set by scripts/run_study.py; recorded for the analysis)."})
+    # Read by scripts/run_study.py once every size has trained (scripts/generate.py has the same options).
+    sample_count: int = field(default=0, metadata={
+        "help": "Pieces scripts/run_study.py samples from each finished size (0: none), with piano rolls "
+                "and descriptors against the test split, for the report."})
+    sample_max_new_tokens: int = field(default=0, metadata={
+        "help": "Tokens per sample (0: the model's whole context, block_size - 1)."})
+    sample_min_new_tokens: int = field(default=0, metadata={
+        "help": "Forbid EOS before this many sampled tokens (0: the model ends pieces when it likes)."})
+    sample_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    sample_top_k: int = field(default=0, metadata={"help": "Top-k filter when sampling (0: off)."})
+    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus (top-p) filter when sampling (1.0: off)."})
 
     def __post_init__(self) -> None:
         if self.global_batch_tokens < 1 or self.max_device_batch_size < 1:
@@ -53,6 +72,12 @@ class StudyArguments:
                              f"{self.global_batch_tokens} and {self.max_device_batch_size}.")
         if self.max_tokens < 0 or self.eval_max_blocks < 0:
             raise ValueError("max_tokens and eval_max_blocks must be >= 0.")
+        if any(d <= 0 for d in self.token_budgets) or any(not c > 0 for c in self.isoflop_budgets):
+            raise ValueError(f"token_budgets and isoflop_budgets must be positive; got {self.token_budgets} "
+                             f"and {self.isoflop_budgets}.")
+        if self.sample_count < 0 or self.sample_max_new_tokens < 0:
+            raise ValueError("sample_count and sample_max_new_tokens must be >= 0; got "
+                             f"{self.sample_count} and {self.sample_max_new_tokens}.")
 
 
 @dataclass(frozen=True)

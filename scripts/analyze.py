@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None, *, wandb_api: Any = None) -> int:
     write_bytes_atomic(out / "summary_table.json", _json_bytes(result.table_rows))
     write_bytes_atomic(out / "summary_table.md", result.table_md.encode())
     write_bytes_atomic(out / "report.md", result.report_md.encode())
+    if result.compute is not None:
+        write_bytes_atomic(out / "compute_optimal.json", _json_bytes(result.compute.to_dict()))
+    if not result.sample_quality.empty:
+        write_bytes_atomic(out / "sample_quality.json",
+                           _json_bytes(json.loads(result.sample_quality.to_json(orient="records"))))
 
     # --- tell the user
     for run in result.not_used:

@@ -10,7 +10,9 @@ results.json with its exit code and last log lines, and the next size runs (the 
 code is then 1). Sizes, dataset and token budget are checked before the first run. Any other
 flag (a StudyArguments or TrainingArguments field such as --learning_rate) is passed to
 scripts/train.py for every size. With --push-to-hub --hub-model-id USER/NAME each size is
-pushed to its own repository, USER/NAME-<size>.
+pushed to its own repository, USER/NAME-<size>. With ``sample_count: K`` in the study (or
+--sample_count K), K pieces are sampled from each finished size into <size>/samples (see
+scripts/generate.py); scripts/analyze.py puts them in its report.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 
 from configs.cli import run_main
-from configs.models import load_size
+from configs.models import load_size, size_table
 from configs.study import (
     DEFAULT_STUDY,
     StudyArguments,
@@ -31,7 +33,7 @@ from configs.study import (
 )
 from training.hub import repo_id_for_size
 from training.run import RUN_SUMMARY_FILENAME, RunArguments, check_plan, read_dataset_stats
-from training.study import RESULTS_FILENAME, run_study
+from training.study import RESULTS_FILENAME, PlannedRun, plan_study_runs, run_study
 
 
 def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
@@ -47,22 +49,23 @@ def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _check_finished_sizes(study_dir: Path, sizes: list[str], planned_tokens: int) -> None:
-    """A finished size is skipped; refuse when it was trained on another token budget.
+def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: int) -> None:
+    """A finished run is skipped; refuse when it was trained on another token budget.
 
     Raises:
-        ValueError: names each such size and what to do.
+        ValueError: names each such run and what to do.
     """
     stale = []
-    for size in sizes:
-        summary_path = study_dir / Path(size).stem / RUN_SUMMARY_FILENAME
+    for run in runs:
+        planned = run.max_tokens or main_tokens
+        summary_path = study_dir / run.run_name / RUN_SUMMARY_FILENAME
         if summary_path.is_file():
             trained = json.loads(summary_path.read_text()).get("tokens_trained")
-            if trained != planned_tokens:
-                stale.append(f"{summary_path.parent} was trained on {trained:,} tokens" if trained
+            if trained != planned:
+                stale.append(f"{summary_path.parent} was trained on {trained:,} tokens, not {planned:,}" if trained
                              else f"{summary_path.parent} has no tokens_trained")
     if stale:
-        raise ValueError(f"This study plans {planned_tokens:,} tokens per size, but " + "; ".join(stale)
+        raise ValueError("Finished runs do not match this study's plan: " + "; ".join(stale)
                          + ". Delete those folders to retrain them, or use another --output-dir.")
 
 
@@ -87,16 +90,37 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or study.sizes
     for size in sizes:  # fail before the first run, not after the smaller sizes trained
         load_size(size)
-    layout, steps = check_plan(read_dataset_stats(args.dataset), study)
-    _check_finished_sizes(Path(args.output_dir), sizes, steps * layout.tokens_per_step)
+    stats = read_dataset_stats(args.dataset)
+    layout, steps = check_plan(stats, study)
+    n_params = {row["size"]: row["n_params_non_embedding"]
+                for row in size_table(stats["vocab_size"], stats["block_size"], sizes)}
+    epoch_steps = stats["splits"]["train"]["blocks"] // layout.sequences_per_step
+    runs, notes = plan_study_runs(sizes, n_params, tokens_per_step=layout.tokens_per_step,
+                                  epoch_tokens=epoch_steps * layout.tokens_per_step,
+                                  token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets)
+    _check_finished_runs(Path(args.output_dir), runs, steps * layout.tokens_per_step)
     print(f"{len(sizes)} sizes x {steps} steps x {layout.tokens_per_step:,} tokens = "
           f"{steps * layout.tokens_per_step:,} tokens each")
+    if len(runs) > len(sizes):
+        extra = runs[len(sizes):]
+        print(f"plus {len(extra)} runs on other budgets: "
+              + ", ".join(f"{r.run_name} (D={r.max_tokens:,})" for r in extra))
+    for note in notes:
+        print(f"note: {note}")
     train_script = Path(__file__).resolve().with_name("train.py")
     command = [*shlex.split(args.launcher), str(train_script), "--dataset", args.dataset,
                "--study", args.study, *passthrough]
     per_size = (lambda size: ["--hub_model_id", repo_id_for_size(hub_id, size)]) if hub_id else None
-    results = run_study(sizes, args.output_dir, command, size_args=per_size)
-    failed = [r["size"] for r in results if r["status"] == "failed"]
+    results = run_study(runs, args.output_dir, command, size_args=per_size)
+    if study.sample_count:
+        from generation.pipeline import sample_study
+
+        print(f"Sampling {study.sample_count} pieces from each size")
+        sample_study(args.output_dir, sizes, count=study.sample_count, seed=training_args.seed,
+                     dataset=args.dataset, max_new_tokens=study.sample_max_new_tokens,
+                     min_new_tokens=study.sample_min_new_tokens,
+                     temperature=study.sample_temperature, top_k=study.sample_top_k, top_p=study.sample_top_p)
+    failed = [r["run_name"] for r in results if r["status"] == "failed"]
     print(f"Results: {Path(args.output_dir) / RESULTS_FILENAME}"
           + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
     return 1 if failed else 0

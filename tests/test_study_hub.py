@@ -8,7 +8,7 @@ import sys
 import pytest
 from tests_helpers import load_script
 
-from training.study import run_study
+from training.study import PlannedRun, run_study
 
 # stands in for scripts/train.py: records its arguments, writes a run summary
 FAKE_TRAIN = """
@@ -38,6 +38,13 @@ def test_a_finished_size_trained_on_another_budget_is_refused(tmp_path):
     script = load_script("run_study")
     (tmp_path / "demo1").mkdir()
     (tmp_path / "demo1" / "run_summary.json").write_text(json.dumps({"tokens_trained": 204800}))
-    script._check_finished_sizes(tmp_path, ["demo1", "demo2"], 204800)  # same budget: skipped later
-    with pytest.raises(ValueError, match="plans 81,920 tokens per size, but .*demo1 was trained on 204,800"):
-        script._check_finished_sizes(tmp_path, ["demo1"], 81920)
+    runs = [PlannedRun("demo1", "demo1"), PlannedRun("demo2", "demo2")]
+    script._check_finished_runs(tmp_path, runs, 204800)  # same budget: skipped later
+    with pytest.raises(ValueError, match="demo1 was trained on 204,800 tokens, not 81,920"):
+        script._check_finished_runs(tmp_path, runs[:1], 81920)
+    # an extra-budget run is checked against its own D, not the main budget
+    (tmp_path / "demo1-D40960").mkdir()
+    (tmp_path / "demo1-D40960" / "run_summary.json").write_text(json.dumps({"tokens_trained": 40960}))
+    script._check_finished_runs(tmp_path, [PlannedRun("demo1", "demo1-D40960", 40960)], 204800)
+    with pytest.raises(ValueError, match="demo1-D40960 was trained on 40,960 tokens, not 81,920"):
+        script._check_finished_runs(tmp_path, [PlannedRun("demo1", "demo1-D40960", 81920)], 204800)

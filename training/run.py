@@ -274,7 +274,10 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         # the same AdamW update in one fused CUDA kernel per step
         optim="adamw_torch_fused" if torch.cuda.is_available() and training_args.optim == "adamw_torch"
         else training_args.optim,
-        run_name=Path(run.size).stem,
+        # W&B run name = the size, or the study's folder name for extra budgets (demo3-C1e12)
+        run_name=(Path(training_args.output_dir).name
+                  if Path(training_args.output_dir).name.startswith(Path(run.size).stem + "-")
+                  else Path(run.size).stem),
         per_device_train_batch_size=layout.per_device_batch_size,
         per_device_eval_batch_size=layout.per_device_batch_size,
         gradient_accumulation_steps=layout.gradient_accumulation_steps,

@@ -11,6 +11,7 @@ import json
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +23,149 @@ _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops"
                  "eval_loss", "test_loss", "wall_clock_s", "tokens_per_second")
 
 
-def run_study(sizes: list[str], study_dir: str | Path, train_command: list[str], *,
-              log: Any = print, size_args: Callable[[str], list[str]] | None = None) -> list[dict[str, Any]]:
-    """Train each size unless its ``run_summary.json`` exists; write ``results.json``.
+MIN_STEPS_PER_RUN = 20  # fewer optimizer steps leave warmup + cosine decay meaningless
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One training run of a study: a size trained on a token budget.
+
+    Attributes:
+        size: size name or size file (``--size``).
+        run_name: its folder under the study: the size's name for the study's main budget,
+            ``<size>-D<tokens>`` for an extra token budget, ``<size>-C<FLOPs>`` for an
+            IsoFLOP budget.
+        max_tokens: D, tokens to train on (a whole number of optimizer steps); None = the
+            study's own ``max_tokens``.
+        compute_budget: the IsoFLOP budget C (FLOPs) the run belongs to, 0 for none.
+    """
+
+    size: str
+    run_name: str
+    max_tokens: int | None = None
+    compute_budget: float = 0.0
+
+    def train_args(self) -> list[str]:
+        """Extra ``scripts/train.py`` arguments (budget and IsoFLOP label) for this run."""
+        args = [] if self.max_tokens is None else ["--max_tokens", str(self.max_tokens)]
+        return args + (["--compute_budget", repr(float(self.compute_budget))] if self.compute_budget else [])
+
+
+def _flops_label(c: float) -> str:
+    """3e+11 -> '3e11', 1.5e12 -> '1.5e12' (folder-name friendly)."""
+    mantissa, exponent = f"{c:.3g}".split("e") if "e" in f"{c:.3g}" else (f"{c:.3g}", "0")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_step: int, epoch_tokens: int,
+                    token_budgets: list[int] = (), isoflop_budgets: list[float] = (),
+                    min_steps: int = MIN_STEPS_PER_RUN) -> tuple[list[PlannedRun], list[str]]:
+    """Every run of a study: each size on the main budget, on each extra token budget, and
+    on each IsoFLOP budget.
+
+    For an IsoFLOP budget C, a size with N non-embedding parameters trains on
+    D = C / (6 N) tokens (C = 6ND, Kaplan et al. 2020, sec. 2.1), rounded to whole optimizer
+    steps; sizes for which that is under ``min_steps`` steps or over one epoch are left out
+    with a note (an IsoFLOP profile needs sizes on both sides of its minimum, Hoffmann et al.
+    2022, sec. 3.2, so choose budgets that leave at least three sizes each).
 
     Args:
-        sizes: size names, smallest first.
+        sizes: sizes in study order (smallest first).
+        n_params: size -> non-embedding N.
+        tokens_per_step: tokens per optimizer step (global batch).
+        epoch_tokens: tokens in one epoch of the train split, in whole steps.
+        token_budgets: extra D values trained by every size (a grid over N and D).
+        isoflop_budgets: C values in FLOPs.
+        min_steps: fewest optimizer steps a planned extra run may have.
+
+    Returns:
+        ``(runs, notes)``: the main-budget runs first (in ``sizes`` order), then the grid,
+        then the IsoFLOP runs; ``notes`` says which (size, budget) pairs were left out and why.
+
+    Raises:
+        ValueError: a token budget under ``min_steps`` steps or over one epoch (its value,
+            the limits and what to change).
+    """
+    runs = [PlannedRun(size, Path(size).stem) for size in sizes]
+    notes = []
+    low, high = min_steps * tokens_per_step, epoch_tokens
+    for d in token_budgets:
+        steps = int(d) // tokens_per_step
+        if not min_steps <= steps <= epoch_tokens // tokens_per_step:
+            raise ValueError(f"token budget {d:,} gives {steps} steps of {tokens_per_step:,} tokens; token_budgets "
+                             f"must lie between {low:,} ({min_steps} steps) and {high:,} (one epoch).")
+        runs += [PlannedRun(size, f"{Path(size).stem}-D{steps * tokens_per_step}", steps * tokens_per_step)
+                 for size in sizes]
+    for c in isoflop_budgets:
+        kept = 0
+        for size in sizes:
+            steps = round(c / (6 * n_params[size]) / tokens_per_step)
+            d = steps * tokens_per_step
+            if steps < min_steps or d > high:
+                why = f"under {min_steps} steps" if steps < min_steps else "over one epoch"
+                notes.append(f"IsoFLOP C={c:.3g}: {size} left out (D = C/6N = {c / (6 * n_params[size]):,.0f} "
+                             f"tokens, {why})")
+                continue
+            runs.append(PlannedRun(size, f"{Path(size).stem}-C{_flops_label(c)}", d, float(c)))
+            kept += 1
+        if kept < 3:
+            notes.append(f"IsoFLOP C={c:.3g} keeps only {kept} size(s); its profile needs 3 or more "
+                         "(a parabola), so the analysis will not use it.")
+    seen = set()
+    for run in runs:
+        if run.run_name in seen:
+            raise ValueError(f"Two planned runs share the folder {run.run_name}; remove the duplicate budget.")
+        seen.add(run.run_name)
+    return runs, notes
+
+
+def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_command: list[str], *,
+              log: Any = print, size_args: Callable[[str], list[str]] | None = None) -> list[dict[str, Any]]:
+    """Train each run unless its ``run_summary.json`` exists; write ``results.json``.
+
+    Args:
+        sizes: size names (one run each, on the study's budget) or `PlannedRun` entries
+            (see `plan_study_runs`), smallest first.
         study_dir: one sub-folder per size is created in it.
         train_command: command prefix that trains one size, e.g. ``[python,
             scripts/train.py, --dataset, D, --study, S]``; ``--size`` and
             ``--output-dir`` are appended per size.
-        log: called with one progress line per size.
-        size_args: extra arguments for one size (e.g. its own ``--hub_model_id``).
+        log: called with one progress line per run.
+        size_args: extra arguments for one size (e.g. its own ``--hub_model_id``); main-budget
+            runs only.
 
     Returns:
-        One entry per size: ``size``, ``status`` (``finished``, ``existing``,
-        ``failed``), ``run_dir``, ``seconds``, the main summary fields when finished,
-        and ``returncode`` / ``error`` (last lines of the log) when failed.
+        One entry per run: ``size``, ``run_name``, ``max_tokens``, ``compute_budget``,
+        ``status`` (``finished``, ``existing``, ``failed``), ``run_dir``, ``seconds``, the main
+        summary fields when finished, and ``returncode`` / ``error`` (last lines of the log) when failed.
     """
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    try:  # entries of sizes not run this time stay in results.json
-        earlier = [e for e in json.loads((study_dir / RESULTS_FILENAME).read_text()) if e.get("size") not in sizes]
+    runs = [r if isinstance(r, PlannedRun) else PlannedRun(r, Path(r).stem) for r in sizes]
+    names = {r.run_name for r in runs}
+    try:  # entries of runs not run this time stay in results.json
+        earlier = [e for e in json.loads((study_dir / RESULTS_FILENAME).read_text())
+                   if e.get("run_name", Path(str(e.get("size"))).stem) not in names]
     except (OSError, ValueError, AttributeError):
         earlier = []
-    for i, size in enumerate(sizes, 1):
-        run_dir = study_dir / Path(size).stem
+    for i, run in enumerate(runs, 1):
+        size, name = run.size, run.run_name
+        run_dir = study_dir / name
         summary_path = run_dir / RUN_SUMMARY_FILENAME
-        entry: dict[str, Any] = {"size": size, "run_dir": str(run_dir)}
+        entry: dict[str, Any] = {"size": size, "run_name": name, "max_tokens": run.max_tokens,
+                                 "compute_budget": run.compute_budget or None, "run_dir": str(run_dir)}
         if summary_path.is_file():
             entry["status"] = "existing"
-            log(f"[{i}/{len(sizes)}] {size}: run_summary.json exists, skipped")
+            log(f"[{i}/{len(runs)}] {name}: run_summary.json exists, skipped")
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
             log_path = run_dir / "train.log"
-            log(f"[{i}/{len(sizes)}] {size}: training (log: {log_path})")
+            log(f"[{i}/{len(runs)}] {name}: training (log: {log_path})")
             t0 = time.time()
             with log_path.open("w") as f:
-                extra = size_args(size) if size_args else []
+                main_run = run.max_tokens is None
+                extra = (size_args(size) if size_args and main_run else []) + run.train_args()
                 proc = subprocess.run([*train_command, "--size", size, "--output_dir", str(run_dir), *extra],
                                       stdout=f, stderr=subprocess.STDOUT, check=False)
             entry["seconds"] = round(time.time() - t0, 1)
@@ -69,16 +174,16 @@ def run_study(sizes: list[str], study_dir: str | Path, train_command: list[str],
             else:
                 tail = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
                 entry.update(status="failed", returncode=proc.returncode, error="\n".join(tail))
-                log(f"    {size} FAILED (exit {proc.returncode}) after {entry['seconds']} s; last lines:\n"
+                log(f"    {name} FAILED (exit {proc.returncode}) after {entry['seconds']} s; last lines:\n"
                     + "\n".join("      " + line for line in tail[-5:]))
         if summary_path.is_file():
             summary = json.loads(summary_path.read_text())
             entry.update({k: summary.get(k) for k in _SUMMARY_KEYS})
             if entry["status"] == "finished":
-                log(f"    {size}: N={summary['n_params_non_embedding']:,} eval_loss={summary['eval_loss']:.4f} "
+                log(f"    {name}: N={summary['n_params_non_embedding']:,} eval_loss={summary['eval_loss']:.4f} "
                     f"{summary['tokens_per_second']:,.0f} tokens/s, {entry['seconds']} s")
         if entry["status"] == "finished" and list((run_dir / "wandb").glob("offline-run-*")):
-            log(f"    {size}: W&B run saved offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*")
+            log(f"    {name}: W&B run saved offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*")
         results.append(entry)
         write_json_atomic(study_dir / RESULTS_FILENAME, earlier + results)  # partial results survive a crash
     return results

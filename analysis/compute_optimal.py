@@ -1,0 +1,270 @@
+"""Beyond L(N): L(D), L(C), the compute frontier, and compute-optimal allocation.
+
+Takes the finished runs of a study (any mix of sizes and token budgets) and answers: for a
+budget of C FLOPs, which N and D give the lowest loss? Pure functions over a DataFrame from
+`analysis.loaders.load_local_runs`; fits come from `analysis.fit`.
+
+Counting conventions (what N and C mean) change the fitted exponents, so every fit here is
+made under a named convention:
+
+- ``non_embedding``: N = non-embedding parameters, C = 6 N D (Kaplan et al. 2020, sec. 2.1).
+- ``total``: N = all parameters, embeddings included, C = 6 N D (Hoffmann et al. 2022).
+- ``flops``: C = (FLOPs per token) x D, with FLOPs per token = 6 N' + 12 n_layer d T, N'
+  counting the output head (nanoGPT / PaLM appendix B), and N = FLOPs per token / 6. Porian
+  et al. 2024 ("Resolving discrepancies in compute-optimal scaling of language models")
+  trace most of the Kaplan-vs-Chinchilla gap to ignoring the head's and attention's FLOPs
+  at small scale, which this convention counts.
+
+Final losses only enter the fits. The eval losses logged during a run are biased upwards
+(the cosine schedule has not decayed yet; Hoffmann et al. 2022, sec. 3.1 and fig. A1), so
+they are drawn as curves for context and never fitted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.fit import (
+    ChinchillaFit,
+    IsoFlopFit,
+    PowerLawFit,
+    compute_frontier,
+    fit_chinchilla,
+    fit_isoflop,
+    fit_power_law,
+)
+
+CONVENTIONS = ("non_embedding", "total", "flops")
+CONVENTION_TEXT = {
+    "non_embedding": "N = non-embedding parameters, C = 6ND (Kaplan et al. 2020)",
+    "total": "N = all parameters incl. embeddings, C = 6ND (Hoffmann et al. 2022)",
+    "flops": "C = FLOPs per token (incl. output head and attention) x D, N = C / 6D (Porian et al. 2024)",
+}
+PREDICTION_FACTORS = (10.0, 100.0)  # budgets beyond the largest run, for the report's table
+
+
+def convention_columns(runs: pd.DataFrame, convention: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, C)`` of each run under a counting convention.
+
+    Args:
+        runs: frame with ``N``, ``N_total``, ``D`` and ``flops_per_token``.
+        convention: one of `CONVENTIONS`.
+
+    Returns:
+        Two float64 arrays of shape ``(len(runs),)``; nan where the run lacks the field.
+
+    Raises:
+        ValueError: unknown convention.
+    """
+    d = runs["D"].to_numpy(float)
+    if convention == "non_embedding":
+        n = runs["N"].to_numpy(float)
+    elif convention == "total":
+        n = runs["N_total"].to_numpy(float)
+    elif convention == "flops":
+        n = runs["flops_per_token"].to_numpy(float) / 6.0
+    else:
+        raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}.")
+    return n, 6.0 * n * d
+
+
+@dataclass
+class ComputeAnalysis:
+    """Everything the compute-optimal part of the report needs.
+
+    Attributes:
+        metric: loss column used (``eval_loss`` or ``test_loss``), nats/token.
+        convention: the primary counting convention (the plots and predictions use it).
+        runs: the runs used, with columns ``N_x`` and ``C_x`` (N and C under ``convention``)
+            and ``frontier`` (bool).
+        loss_vs_d: size -> `PowerLawFit` of L(D) = a D^-beta + c over that size's token
+            budgets, or the reason there is none (fewer than 3 budgets).
+        loss_vs_c: `PowerLawFit` of L(C) over the frontier runs, or None.
+        loss_vs_c_reason: why there is no L(C) fit.
+        isoflop: `IsoFlopFit` (Chinchilla approach 2), or None.
+        isoflop_reason: why there is none.
+        chinchilla: convention -> `ChinchillaFit` (approach 3), for each convention that could
+            be fitted.
+        chinchilla_reason: convention -> why it could not.
+        predictions: rows of the predictions table (see `predictions_table`).
+        max_c: the largest run's C under ``convention`` (FLOPs).
+    """
+
+    metric: str
+    convention: str
+    runs: pd.DataFrame
+    loss_vs_d: dict[str, PowerLawFit | str] = field(default_factory=dict)
+    loss_vs_c: PowerLawFit | None = None
+    loss_vs_c_reason: str = ""
+    isoflop: IsoFlopFit | None = None
+    isoflop_reason: str = ""
+    chinchilla: dict[str, ChinchillaFit] = field(default_factory=dict)
+    chinchilla_reason: dict[str, str] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+    max_c: float = math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (fits as their ``to_dict``; reasons as strings; nan -> None)."""
+        return _json_safe({
+            "metric": self.metric, "convention": self.convention, "max_c": self.max_c,
+            "loss_vs_d": {k: ({**v.to_dict(), "formula": "L(D) = a * D**(-alpha) + c"} if isinstance(v, PowerLawFit)
+                              else {"reason": v}) for k, v in self.loss_vs_d.items()},
+            "loss_vs_c": ({**self.loss_vs_c.to_dict(), "formula": "L(C) = a * C**(-alpha) + c"} if self.loss_vs_c
+                          else {"reason": self.loss_vs_c_reason}),
+            "isoflop": self.isoflop.to_dict() if self.isoflop else {"reason": self.isoflop_reason},
+            "chinchilla": {k: v.to_dict() for k, v in self.chinchilla.items()},
+            "chinchilla_reason": self.chinchilla_reason,
+            "predictions": self.predictions,
+        })
+
+
+def _json_safe(obj: Any) -> Any:
+    """Nested copy with non-finite floats as None and numpy scalars as Python numbers."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, np.ndarray):
+        obj = obj.item()
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention: str = "non_embedding",
+                    n_bootstrap: int = 200, seed: int = 0) -> ComputeAnalysis:
+    """L(D), L(C), frontier, IsoFLOP (approach 2) and joint-law (approach 3) fits.
+
+    Args:
+        runs: finished runs (any sizes and budgets) with ``N``, ``N_total``, ``D``,
+            ``flops_per_token``, ``compute_budget`` and ``metric`` columns.
+        metric: loss column, nats/token.
+        convention: primary counting convention (one of `CONVENTIONS`); approach 3 is fitted
+            under every convention the runs allow.
+        n_bootstrap: bootstrap refits per fit (0: no intervals).
+        seed: bootstrap seed.
+
+    Returns:
+        A `ComputeAnalysis`; each part that cannot be fitted carries its reason instead.
+
+    Raises:
+        ValueError: unknown convention.
+    """
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}.")
+    runs = runs[np.isfinite(runs[metric].to_numpy(float)) & (runs[metric].to_numpy(float) > 0)].copy()
+    n_x, c_x = convention_columns(runs, convention)
+    runs["N_x"], runs["C_x"] = n_x, c_x
+    loss = runs[metric].to_numpy(float)
+    result = ComputeAnalysis(metric=metric, convention=convention, runs=runs,
+                             max_c=float(np.nanmax(c_x)) if len(runs) else math.nan)
+
+    # --- L(D) per size, over its token budgets (final losses only)
+    for size, group in runs.groupby("size", sort=False):
+        if group["D"].nunique() < 3:
+            result.loss_vs_d[str(size)] = f"{group['D'].nunique()} token budget(s); L(D) needs 3 or more"
+            continue
+        try:
+            result.loss_vs_d[str(size)] = fit_power_law(group["D"], group[metric], n_bootstrap=n_bootstrap, seed=seed)
+        except (ValueError, RuntimeError) as err:
+            result.loss_vs_d[str(size)] = f"fit failed: {err}"
+
+    # --- compute frontier and L(C) over it
+    finite = np.isfinite(c_x)
+    runs["frontier"] = False
+    if finite.sum():
+        idx = np.flatnonzero(finite)[compute_frontier(c_x[finite], loss[finite])]
+        runs.iloc[idx, runs.columns.get_loc("frontier")] = True
+        if len(idx) >= 3:
+            try:
+                result.loss_vs_c = fit_power_law(c_x[idx], loss[idx], n_bootstrap=n_bootstrap, seed=seed)
+            except (ValueError, RuntimeError) as err:
+                result.loss_vs_c_reason = f"fit failed: {err}"
+        else:
+            result.loss_vs_c_reason = (f"{len(idx)} run(s) on the compute frontier; L(C) needs 3 or more "
+                                       "(add sizes or budgets)")
+
+    # --- approach 2: IsoFLOP profiles (runs labelled with their planned budget)
+    labelled = runs[runs["compute_budget"].fillna(0).to_numpy(float) > 0]
+    if labelled.empty:
+        result.isoflop_reason = ("no IsoFLOP runs (set isoflop_budgets in the study file; "
+                                 "scripts/run_study.py trains each size on D = C/6N)")
+    else:
+        # each profile's budget under this convention: the mean C_x of its runs (= the label for non_embedding)
+        budget = labelled.groupby("compute_budget")["C_x"].transform("mean").to_numpy(float)
+        try:
+            result.isoflop = fit_isoflop(labelled["N_x"], labelled[metric], budget, n_bootstrap=max(n_bootstrap, 0),
+                                         seed=seed)
+        except ValueError as err:
+            result.isoflop_reason = str(err)
+
+    # --- approach 3: the joint law under every convention
+    for conv in CONVENTIONS:
+        n_c, _ = convention_columns(runs, conv)
+        ok = np.isfinite(n_c) & (n_c > 0)
+        try:
+            result.chinchilla[conv] = fit_chinchilla(n_c[ok], runs["D"].to_numpy(float)[ok], loss[ok],
+                                                     n_bootstrap=n_bootstrap, seed=seed)
+        except (ValueError, RuntimeError) as err:
+            result.chinchilla_reason[conv] = str(err)
+
+    result.predictions = predictions_table(result)
+    return result
+
+
+def predictions_table(result: ComputeAnalysis, factors: tuple[float, ...] = PREDICTION_FACTORS) -> list[dict[str, Any]]:
+    """Compute-optimal N, D and predicted loss at budgets ``factor`` x the largest run.
+
+    Uses the joint law of the primary convention (approach 3) for N_opt, D_opt and L, with
+    bootstrap intervals, and the IsoFLOP fit (approach 2) for a second N_opt, D_opt.
+
+    Returns:
+        One dict per factor: ``factor``, ``C`` (FLOPs), ``N_opt``, ``N_opt_ci``, ``D_opt``,
+        ``D_opt_ci``, ``loss``, ``loss_ci`` (approach 3; None when not fitted) and
+        ``N_opt_isoflop``, ``D_opt_isoflop`` (approach 2; None when not fitted).
+    """
+    rows = []
+    if not math.isfinite(result.max_c):
+        return rows
+    joint = result.chinchilla.get(result.convention)
+    for factor in factors:
+        c = factor * result.max_c
+        row: dict[str, Any] = {"factor": factor, "C": c, "N_opt": None, "N_opt_ci": None, "D_opt": None,
+                               "D_opt_ci": None, "loss": None, "loss_ci": None,
+                               "N_opt_isoflop": None, "D_opt_isoflop": None}
+        if joint is not None:
+            n_opt, d_opt = (float(np.asarray(x).item()) for x in joint.compute_optimal(c))
+            (n_lo, n_hi), (d_lo, d_hi) = joint.compute_optimal_band(c)
+            lo, hi = joint.predict_band(n_opt, d_opt)
+            row.update(N_opt=n_opt, D_opt=d_opt, loss=float(np.asarray(joint.predict(n_opt, d_opt)).item()),
+                       N_opt_ci=_pair(n_lo, n_hi), D_opt_ci=_pair(d_lo, d_hi), loss_ci=_pair(lo, hi))
+        if result.isoflop is not None:
+            row["N_opt_isoflop"] = float(np.asarray(result.isoflop.predict_n_opt(c)).item())
+            row["D_opt_isoflop"] = float(np.asarray(result.isoflop.predict_d_opt(c)).item())
+        rows.append(row)
+    return rows
+
+
+def _pair(lo: Any, hi: Any) -> list[float | None] | None:
+    lo, hi = float(np.asarray(lo).item()), float(np.asarray(hi).item())
+    return [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+
+
+def per_note_loss(loss_nats_per_token: float, tokens_per_note: float) -> tuple[float, float]:
+    """Loss per note: ``(nats, bits)`` = loss per token x tokens per note (and / ln 2).
+
+    Tokenizations differ in tokens per note (REMI vs BPE vs TSD), so loss per token does not
+    compare across them; loss per note does, like bits per byte for text.
+
+    Args:
+        loss_nats_per_token: mean cross-entropy, nats/token.
+        tokens_per_note: predicted tokens of the split (BOS/EOS included) per note.
+
+    Returns:
+        ``(nats_per_note, bits_per_note)``; nan when either input is missing.
+    """
+    nats = float(loss_nats_per_token) * float(tokens_per_note)
+    return nats, nats / math.log(2)

@@ -1,0 +1,173 @@
+"""The report's "Compute-optimal scaling" section, from an `analysis.compute_optimal.ComputeAnalysis`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from analysis.compute_optimal import CONVENTION_TEXT, CONVENTIONS, ComputeAnalysis
+from analysis.fit import PowerLawFit
+
+ISOFLOP_PLOT_FILE = "isoflop_profiles.png"
+FRONTIER_PLOT_FILE = "compute_frontier.png"
+LOSS_VS_D_PLOT_FILE = "loss_vs_tokens.png"
+
+
+def _num(x: Any, fmt: str = "{:.3g}") -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def _ci(ci: Any, fmt: str = "{:.3g}") -> str:
+    if ci is None:
+        return "-"
+    lo, hi = ci
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    return f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _joint_table(result: ComputeAnalysis) -> list[str]:
+    out = ["| convention | E | A | B | α | β | a = β/(α+β) | b = α/(α+β) | runs |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for conv in CONVENTIONS:
+        fit = result.chinchilla.get(conv)
+        if fit is None:
+            out.append(f"| {conv} | not fitted: {result.chinchilla_reason.get(conv, '')} ||||||||")
+            continue
+        out.append(f"| {conv}{' (primary)' if conv == result.convention else ''} | "
+                   f"{fit.E:.3f} {_ci(fit.E_ci, '{:.3f}')} | {fit.A:.3g} {_ci(fit.A_ci)} | "
+                   f"{fit.B:.3g} {_ci(fit.B_ci)} | "
+                   f"{fit.alpha:.3f} {_ci(fit.alpha_ci, '{:.3f}')} | {fit.beta:.3f} {_ci(fit.beta_ci, '{:.3f}')} | "
+                   f"{fit.a:.3f} {_ci(fit.a_ci, '{:.3f}')} | {fit.b:.3f} {_ci(fit.b_ci, '{:.3f}')} | {fit.n_points} |")
+    return out
+
+
+def _convention_shift(result: ComputeAnalysis) -> str:
+    fits = {k: v for k, v in result.chinchilla.items()}
+    if len(fits) < 2:
+        return ""
+    alphas = {k: f.alpha for k, f in fits.items()}
+    a_vals = {k: f.a for k, f in fits.items()}
+    lo_k, hi_k = min(alphas, key=alphas.get), max(alphas, key=alphas.get)
+    return (f"Between conventions α moves from {alphas[lo_k]:.3f} ({lo_k}) to {alphas[hi_k]:.3f} ({hi_k}), and "
+            f"the allocation exponent a (N_opt ∝ C^a) from {min(a_vals.values()):.3f} to "
+            f"{max(a_vals.values()):.3f}. β and D are the same in every convention (D is counted one way); what "
+            "moves is how much of the model counts as N. At small N the embeddings and the output head are a "
+            "large share of the parameters and FLOPs, which is why the conventions disagree most on small models "
+            "(Porian et al. 2024).")
+
+
+def _isoflop_lines(result: ComputeAnalysis) -> list[str]:
+    out = [f"![IsoFLOP profiles]({ISOFLOP_PLOT_FILE})", ""]
+    iso = result.isoflop
+    if iso is None:
+        return out + [f"No IsoFLOP fit: {result.isoflop_reason}", ""]
+    out += ["| budget C (FLOPs) | runs | sizes | N_opt | D_opt | loss at N_opt | used |",
+            "|---:|---:|---:|---:|---:|---:|---|"]
+    for b in sorted(iso.budgets, key=lambda b: b.compute_flops):
+        out.append(f"| {b.compute_flops:.3g} | {b.n_runs} | {b.n_sizes} | {_num(b.n_opt)} | {_num(b.d_opt)} | "
+                   f"{_num(b.loss_opt, '{:.4f}')} | {'yes' if b.used else b.reason} |")
+    out += ["", f"**N_opt ∝ C^{iso.a:.3f}** {_ci(iso.a_ci, '{:.3f}')}, **D_opt ∝ C^{iso.b:.3f}** "
+            f"{_ci(iso.b_ci, '{:.3f}')} from {iso.n_budgets_used} budget(s) (Hoffmann et al. 2022 find a ≈ b ≈ 0.5 "
+            "for text).", ""]
+    return out
+
+
+def _predictions_lines(result: ComputeAnalysis) -> list[str]:
+    if not result.predictions:
+        return ["No predictions: no finished runs.", ""]
+    out = [f"Budgets beyond the largest run (C = {result.max_c:.3g} FLOPs, {result.convention} convention); "
+           "intervals are the bootstrap's.", "",
+           "| C (FLOPs) | × largest run | N_opt (approach 3) | D_opt (approach 3) | D/N | predicted loss "
+           "(nats/token) | N_opt (approach 2) | D_opt (approach 2) |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in result.predictions:
+        ratio = row["D_opt"] / row["N_opt"] if row["N_opt"] else None
+        out.append(f"| {row['C']:.3g} | {row['factor']:g} | {_num(row['N_opt'])} {_ci(row['N_opt_ci'])} | "
+                   f"{_num(row['D_opt'])} {_ci(row['D_opt_ci'])} | {_num(ratio, '{:.1f}')} | "
+                   f"{_num(row['loss'], '{:.4f}')} {_ci(row['loss_ci'], '{:.4f}')} | {_num(row['N_opt_isoflop'])} | "
+                   f"{_num(row['D_opt_isoflop'])} |")
+    return [*out, ""]
+
+
+def _trust_paragraph(result: ComputeAnalysis) -> str:
+    runs = result.runs
+    n_runs, n_sizes, n_budgets = len(runs), runs["N_x"].nunique(), runs["D"].nunique()
+    joint = result.chinchilla.get(result.convention)
+    parts = [f"These fits rest on {n_runs} finished runs ({n_sizes} sizes, {n_budgets} distinct token budgets); "
+             f"the predictions extrapolate 10× and 100× beyond the largest run."]
+    if joint is not None:
+        width = [hi - lo for lo, hi in (joint.alpha_ci, joint.beta_ci) if math.isfinite(lo) and math.isfinite(hi)]
+        if width:
+            parts.append(f"The joint law's exponents are known to ±{max(width) / 2:.2f} (half the widest 95 % "
+                         f"interval of α and β), and an error δ in the allocation exponent a multiplies N_opt by "
+                         f"100^δ at 100× compute: ±0.05 already means a factor {100 ** 0.05:.2f}.")
+        else:
+            parts.append("The joint law has no intervals (too few runs to bootstrap), so its predictions carry no "
+                         "stated uncertainty at all.")
+        if joint.n_points < 20:
+            parts.append(f"With {joint.n_points} runs for 5 parameters the fit is only weakly constrained; "
+                         "Besiroglu et al. (2024) show that even Chinchilla's 400 runs gave intervals far narrower "
+                         "than the data support when the optimiser stopped early, so read the table as a direction, "
+                         "not a plan.")
+    if result.isoflop is not None and joint is not None:
+        gap = abs(result.isoflop.a - joint.a)
+        verdict = ("they agree" if gap < 0.1 else
+                   f"they disagree by {gap:.2f}, a sign that the runs do not pin the optimum down")
+        parts.append(f"Approaches 2 and 3 give a = {result.isoflop.a:.3f} and {joint.a:.3f} ({verdict}).")
+    parts.append("Small models also sit where embeddings, the output head and untuned hyperparameters weigh most "
+                 "(Porian et al. 2024): a law fitted below 1M parameters may bend before 100M.")
+    return " ".join(parts)
+
+
+def compute_section(result: ComputeAnalysis, loss_vs_d_sizes: int) -> str:
+    """Markdown of the compute-optimal section (joint law, IsoFLOP, frontier, L(D), predictions, trust).
+
+    Args:
+        result: output of `analysis.compute_optimal.analyze_compute`.
+        loss_vs_d_sizes: number of sizes with an L(D) fit (0: the L(D) table is skipped).
+
+    Returns:
+        Markdown ending with a newline, linking `ISOFLOP_PLOT_FILE`, `FRONTIER_PLOT_FILE` and
+        `LOSS_VS_D_PLOT_FILE`.
+    """
+    out = ["## Compute-optimal scaling", "",
+           f"All finished runs, every size and token budget (loss: `{result.metric}`, final values only; the "
+           "evaluations logged during a run are biased upwards by its unfinished cosine schedule, so they are "
+           "drawn but never fitted). Conventions:", ""]
+    out += [f"- `{c}`: {CONVENTION_TEXT[c]}" for c in CONVENTIONS]
+    out += ["", f"Plots and predictions use `{result.convention}`.", "",
+            "### Joint law (Chinchilla approach 3)", "",
+            "L(N, D) = E + A/N^α + B/D^β, fitted as in Hoffmann et al. (2022, appendix D.2): Huber loss (δ = 1e-3) "
+            "on log L predicted through log-sum-exp, L-BFGS from a grid of starts, the best kept; 95 % intervals "
+            "from refits on resampled runs (Besiroglu et al. 2024).", ""]
+    out += _joint_table(result)
+    shift = _convention_shift(result)
+    out += ["", shift, ""] if shift else [""]
+    out += ["### IsoFLOP profiles (Chinchilla approach 2)", ""] + _isoflop_lines(result)
+    out += ["### Loss vs. compute", "", f"![Loss vs. compute]({FRONTIER_PLOT_FILE})", ""]
+    fit_c = result.loss_vs_c
+    if fit_c is not None:
+        out += [f"Frontier fit L(C) = a·C^-γ + c: **γ = {fit_c.alpha:.3f}** {_ci(fit_c.alpha_ci, '{:.3f}')}, "
+                f"c = {fit_c.c:.3f} nats/token, on {fit_c.n_points} frontier runs (Kaplan et al. 2020, sec. 6).", ""]
+    else:
+        out += [f"No L(C) fit: {result.loss_vs_c_reason}.", ""]
+    out += ["### Loss vs. data", "", f"![Loss vs. tokens]({LOSS_VS_D_PLOT_FILE})", ""]
+    if loss_vs_d_sizes:
+        out += ["| size | β (L(D) = a·D^-β + c) | c (nats/token) | budgets |", "|---|---:|---:|---:|"]
+        for size, fit in result.loss_vs_d.items():
+            if isinstance(fit, PowerLawFit):
+                out.append(f"| {size} | {fit.alpha:.3f} {_ci(fit.alpha_ci, '{:.3f}')} | {fit.c:.3f} | {fit.n_points} |")
+        out.append("")
+    else:
+        out += ["No size has 3 or more token budgets, so there is no L(D) fit per size.", ""]
+    out += ["### Predictions", ""] + _predictions_lines(result)
+    out += ["### How far to trust this", "", _trust_paragraph(result), ""]
+    return "\n".join(out) + "\n"
+
+
+def tokens_per_parameter(n: float, d: float) -> float:
+    """D / N, the ratio Hoffmann et al. (2022) find near 20 for text."""
+    return float(d) / float(n) if n else float(np.nan)

@@ -37,7 +37,7 @@ def _joint_table(result: ComputeAnalysis) -> list[str]:
             out.append(f"| {conv} | not fitted: {result.chinchilla_reason.get(conv, '')} ||||||||")
             continue
         out.append(f"| {conv}{' (primary)' if conv == result.convention else ''} | "
-                   f"{fit.E:.3f} {_ci(fit.E_ci, '{:.3f}')} | {fit.A:.3g} {_ci(fit.A_ci)} | "
+                   f"{fit.E:.3g} {_ci(fit.E_ci)} | {fit.A:.3g} {_ci(fit.A_ci)} | "
                    f"{fit.B:.3g} {_ci(fit.B_ci)} | "
                    f"{fit.alpha:.3f} {_ci(fit.alpha_ci, '{:.3f}')} | {fit.beta:.3f} {_ci(fit.beta_ci, '{:.3f}')} | "
                    f"{fit.a:.3f} {_ci(fit.a_ci, '{:.3f}')} | {fit.b:.3f} {_ci(fit.b_ci, '{:.3f}')} | {fit.n_points} |")
@@ -107,6 +107,13 @@ def _trust_paragraph(result: ComputeAnalysis) -> str:
         else:
             parts.append("The joint law has no intervals (too few runs to bootstrap), so its predictions carry no "
                          "stated uncertainty at all.")
+        if joint.E < 1e-3 * float(runs[result.metric].min()):
+            parts.append("E, the irreducible loss, went to its lower bound (zero): these runs do not resolve it, so "
+                         "the predictions assume the loss keeps falling as a pure power law, which is optimistic.")
+        spread = [hi / lo for lo, hi in (joint.A_ci, joint.B_ci) if lo > 0 and math.isfinite(hi)]
+        if spread and max(spread) > 10:
+            parts.append(f"A and B are uncertain by up to a factor {max(spread):,.0f} (their intervals' ratio): the "
+                         "coefficients trade off against the exponents, and the runs do not separate them.")
         if joint.n_points < 20:
             parts.append(f"With {joint.n_points} runs for 5 parameters the fit is only weakly constrained; "
                          "Besiroglu et al. (2024) show that even Chinchilla's 400 runs gave intervals far narrower "

@@ -17,7 +17,11 @@ def make_parser(dataclass_types: Sequence[type], description: str | None = None)
     """``HfArgumentParser`` that refuses abbreviated flags (``--max_token`` is not ``--max_tokens``)."""
     from transformers import HfArgumentParser
 
-    return HfArgumentParser(tuple(dataclass_types), description=description, allow_abbrev=False)
+    import argparse
+
+    # Raw description: the scripts' docstrings open with commands, one per line
+    return HfArgumentParser(tuple(dataclass_types), description=description, allow_abbrev=False,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def parse_strict(parser: HfArgumentParser, argv: list[str]) -> tuple[Any, ...]:

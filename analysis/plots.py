@@ -180,9 +180,11 @@ def plot_isoflop(isoflop: IsoFlopFit | None, runs: pd.DataFrame, metric: str, n_
         group = labelled[labelled["compute_budget"] == c]
         ax.scatter(group["N_x"], group[metric], color=color, zorder=3, label=f"C = {c:.2g} FLOPs")
     if isoflop is not None:
+        # fit_isoflop got each profile's mean C_x as its budget (see analyze_compute)
+        profile_c = labelled.groupby("compute_budget")["C_x"].transform("mean").to_numpy(float)
         for i, budget in enumerate(sorted(isoflop.budgets, key=lambda b: b.compute_flops)):
             color = colormaps["plasma"](0.85 * i / max(len(budgets) - 1, 1))
-            group = labelled[np.isclose(labelled["C_x"], budget.compute_flops, rtol=1e-6)]
+            group = labelled[np.isclose(profile_c, budget.compute_flops, rtol=1e-6)]
             if budget.coeffs is None or len(group) == 0:
                 continue
             grid = np.geomspace(group["N_x"].min() / 1.3, group["N_x"].max() * 1.3, 100)
@@ -194,6 +196,7 @@ def plot_isoflop(isoflop: IsoFlopFit | None, runs: pd.DataFrame, metric: str, n_
         ax.set_title(f"IsoFLOP profiles: N_opt ∝ C^{isoflop.a:.2f}, D_opt ∝ C^{isoflop.b:.2f}")
     else:
         ax.set_title("IsoFLOP profiles (no fit)")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a short log axis
     ax.legend(fontsize=8)
     return fig
 

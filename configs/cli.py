@@ -15,9 +15,9 @@ TRACEBACK_ENV = "MIDI_SCALING_TRACEBACK"
 
 def make_parser(dataclass_types: Sequence[type], description: str | None = None) -> HfArgumentParser:
     """``HfArgumentParser`` that refuses abbreviated flags (``--max_token`` is not ``--max_tokens``)."""
-    from transformers import HfArgumentParser
-
     import argparse
+
+    from transformers import HfArgumentParser
 
     # Raw description: the scripts' docstrings open with commands, one per line
     return HfArgumentParser(tuple(dataclass_types), description=description, allow_abbrev=False,

@@ -137,3 +137,13 @@ def test_single_budget_study_has_no_compute_section(tmp_path):
     assert load_script("analyze").main(["--runs", str(root), "--output", str(out), "--n-bootstrap", "0"]) == 0
     assert "Compute-optimal" not in (out / "report.md").read_text()
     assert not (out / "compute_optimal.json").exists()
+
+
+def test_isoflop_plot_draws_each_profile(grid_study):
+    from analysis.report import run_analysis
+
+    result = run_analysis(grid_study, n_bootstrap=0)
+    ax = result.figures["isoflop_profiles.png"].axes[0]
+    # one parabola per budget plus a star at each minimum
+    assert len(ax.lines) == 2 * len(ISOFLOP)
+    assert len(ax.collections) == len(ISOFLOP)  # the scattered runs, one colour per budget

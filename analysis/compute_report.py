@@ -115,10 +115,10 @@ def _trust_paragraph(result: ComputeAnalysis) -> str:
             parts.append(f"A and B are uncertain by up to a factor {max(spread):,.0f} (their intervals' ratio): the "
                          "coefficients trade off against the exponents, and the runs do not separate them.")
         if joint.n_points < 20:
-            parts.append(f"With {joint.n_points} runs for 5 parameters the fit is only weakly constrained; "
-                         "Besiroglu et al. (2024) show that even Chinchilla's 400 runs gave intervals far narrower "
-                         "than the data support when the optimiser stopped early, so read the table as a direction, "
-                         "not a plan.")
+            parts.append(f"With {joint.n_points} runs for 5 parameters the fit is only weakly constrained: "
+                         "Besiroglu et al. (2024) found Chinchilla's own approach-3 fit, on about 400 runs, off "
+                         "because its optimiser stopped early, and its reported intervals implausibly narrow. "
+                         "Read the table as a direction, not a plan.")
     if result.isoflop is not None and joint is not None:
         gap = abs(result.isoflop.a - joint.a)
         verdict = ("they agree" if gap < 0.1 else

@@ -21,10 +21,10 @@ def _num(x: Any, fmt: str = "{:.3g}") -> str:
 
 def _ci(ci: Any, fmt: str = "{:.3g}") -> str:
     if ci is None:
-        return "-"
+        return "(no interval)"
     lo, hi = ci
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return "-"
+        return "(no interval)"
     return f"[{fmt.format(lo)}, {fmt.format(hi)}]"
 
 
@@ -45,18 +45,17 @@ def _joint_table(result: ComputeAnalysis) -> list[str]:
 
 
 def _convention_shift(result: ComputeAnalysis) -> str:
-    fits = {k: v for k, v in result.chinchilla.items()}
+    fits = dict(result.chinchilla)
     if len(fits) < 2:
         return ""
-    alphas = {k: f.alpha for k, f in fits.items()}
-    a_vals = {k: f.a for k, f in fits.items()}
-    lo_k, hi_k = min(alphas, key=alphas.get), max(alphas, key=alphas.get)
-    return (f"Between conventions α moves from {alphas[lo_k]:.3f} ({lo_k}) to {alphas[hi_k]:.3f} ({hi_k}), and "
-            f"the allocation exponent a (N_opt ∝ C^a) from {min(a_vals.values()):.3f} to "
-            f"{max(a_vals.values()):.3f}. β and D are the same in every convention (D is counted one way); what "
-            "moves is how much of the model counts as N. At small N the embeddings and the output head are a "
-            "large share of the parameters and FLOPs, which is why the conventions disagree most on small models "
-            "(Porian et al. 2024).")
+    alphas = ", ".join(f"{k} {f.alpha:.3f}" for k, f in fits.items())
+    a_vals = ", ".join(f"{k} {f.a:.3f}" for k, f in fits.items())
+    spread_alpha = max(f.alpha for f in fits.values()) - min(f.alpha for f in fits.values())
+    spread_a = max(f.a for f in fits.values()) - min(f.a for f in fits.values())
+    return (f"By convention, α: {alphas} (spread {spread_alpha:.3f}); a (N_opt ∝ C^a): {a_vals} (spread "
+            f"{spread_a:.3f}). β and D are the same in every convention (D is counted one way); what moves is how "
+            "much of the model counts as N. At small N the embeddings and the output head are a large share of the "
+            "parameters and FLOPs, which is why the conventions disagree most on small models (Porian et al. 2024).")
 
 
 def _isoflop_lines(result: ComputeAnalysis) -> list[str]:
@@ -158,7 +157,9 @@ def compute_section(result: ComputeAnalysis, loss_vs_d_sizes: int) -> str:
     fit_c = result.loss_vs_c
     if fit_c is not None:
         out += [f"Frontier fit L(C) = a·C^-γ + c: **γ = {fit_c.alpha:.3f}** {_ci(fit_c.alpha_ci, '{:.3f}')}, "
-                f"c = {fit_c.c:.3f} nats/token, on {fit_c.n_points} frontier runs (Kaplan et al. 2020, sec. 6).", ""]
+                f"c = {fit_c.c:.3f} nats/token, on {fit_c.n_points} frontier runs (Kaplan et al. 2020, sec. 6)."
+                + (" c sits at its lower bound 0: the frontier shows no floor yet, and γ then describes a pure "
+                   "power law." if fit_c.c < 1e-6 else ""), ""]
     else:
         out += [f"No L(C) fit: {result.loss_vs_c_reason}.", ""]
     out += ["### Loss vs. data", "", f"![Loss vs. tokens]({LOSS_VS_D_PLOT_FILE})", ""]

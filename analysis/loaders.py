@@ -24,7 +24,7 @@ STATE_FILE = "trainer_state.json"
 RUN_COLUMNS = [
     "run_name", "size", "N", "N_total", "D", "C", "train_loss", "eval_loss", "test_loss",
     "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",
-    "global_batch_tokens", "flops_per_token", "compute_budget", "tokens_per_note_validation",
+    "global_batch_tokens", "flops_per_token", "budget_role", "compute_budget", "tokens_per_note_validation",
     "tokens_per_note_test", "status", "note", "path",
 ]
 # Files that mark a top-level folder as something other than a run (an analysis output, a
@@ -87,11 +87,14 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
         return row | {"status": "unreadable", "note": f"{SUMMARY_FILE} unreadable: {err}"}
     row.update({col: _number(summary.get(key)) for key, col in _SUMMARY_KEYS.items()})
     row["run_name"] = str(summary.get("run_name") or folder.name)
-    row["size"] = summary.get("size") or row["run_name"]
+    size = str(summary.get("size") or row["run_name"])
+    row["size"] = Path(size).stem if size.endswith((".yaml", ".yml")) else size  # a size file -> its name
     row["status"] = str(summary.get("status") or "unknown")
     row["note"] = str(summary.get("note") or "")  # set by sources that know why a run is unusable
     config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
-    row["compute_budget"] = _number((config.get("study") or {}).get("compute_budget"))
+    study = config.get("study") or {}
+    row["compute_budget"] = _number(study.get("compute_budget"))
+    row["budget_role"] = study.get("budget_role") or ""  # "" for runs made before budgets had roles
     splits = ((config.get("dataset") or {}).get("stats") or {}).get("splits") or {}
     for split, column in (("validation", "tokens_per_note_validation"), ("test", "tokens_per_note_test")):
         # every predicted token of the packed split, BOS/EOS included, per note
@@ -148,7 +151,8 @@ def load_local_runs(study_dir: str | Path, *, exclude: Iterable[str | Path] = ()
         ``N`` non-embedding parameters, ``N_total`` all parameters, ``D`` training tokens,
         ``C`` FLOPs (``6 * N * D``), losses in nats/token (``test_loss`` may be nan),
         ``wall_clock_s`` seconds, ``tokens_per_second``, ``flops_per_token`` (training FLOPs
-        per token incl. output head and attention), ``compute_budget`` (the IsoFLOP budget C
+        per token incl. output head and attention), ``budget_role`` (``main``, ``grid``,
+        ``isoflop``; "" when unrecorded), ``compute_budget`` (the IsoFLOP budget C
         the run was planned for, nan for none), ``tokens_per_note_validation`` and
         ``tokens_per_note_test`` (packed tokens per note of those splits, for loss per note),
         ``status`` (``"finished"`` for

@@ -178,7 +178,7 @@ def render_report(
             f"| a | {fit.a:.4g} | {_interval(fit.a_ci, '{:.4g}')} |",
             f"| c (nats/token) | {fit.c:.4f} | {_interval(fit.c_ci, '{:.4f}')} |", "",
             f"**α = {fit.alpha:.4f}, {pct} interval {_interval(fit.alpha_ci, '{:.4f}')}** "
-            f"from {fit.n_points} runs.",
+            f"from {fit.n_points} runs.".replace("interval no interval", "no interval"),
             f"Intervals: residual bootstrap in log space, {fit.n_bootstrap_used} of "
             f"{fit.n_bootstrap} refits succeeded (percentile intervals).",
             f"Fit quality in log space: RMSE {fit.rmse_log:.2e}, R² {fit.r2_log:.5f}.",
@@ -279,12 +279,17 @@ def run_analysis(
     # L(N) needs one token budget: the D shared by the most runs (ties: the largest D); runs on
     # other budgets go to the compute-optimal section instead
     used, fit_subset_note = usable, ""
-    if usable["D"].nunique() > 1:
+    roles = usable["budget_role"].fillna("")
+    if (roles.isin(["grid", "isoflop"])).any() and (roles == "main").any():
+        used = usable[roles == "main"]  # the study's own max_tokens, as scripts/run_study.py recorded it
+    elif usable["D"].nunique() > 1:  # runs without roles: the D shared by the most runs (ties: the largest)
         counts = usable.groupby("D").size()
         main_d = max(counts.index, key=lambda d: (counts[d], d))
         used = usable[usable["D"] == main_d]
-        fit_subset_note = (f"- L(N) is fitted on the {len(used)} runs trained on D = {main_d:,.0f} tokens; the other "
-                           f"{len(usable) - len(used)} runs (other budgets) enter the compute-optimal section.")
+    if len(used) < len(usable):
+        d_text = ", ".join(f"{d:,.0f}" for d in sorted(used["D"].unique()))
+        fit_subset_note = (f"- L(N) is fitted on the {len(used)} runs of the main budget (D = {d_text} tokens); the "
+                           f"other {len(usable) - len(used)} runs (other budgets) enter the compute-optimal section.")
 
     fit, reason = None, None
     if len(used) < N_PARAMS:
@@ -319,7 +324,7 @@ def run_analysis(
             metric, f"compute C = 6ND (FLOPs, {n_convention} N)", extrapolate_to=100 * compute.max_c)
         figures[LOSS_VS_D_PLOT_FILE] = plot_loss_vs_tokens(compute.runs, compute.loss_vs_d, metric)
         compute_md = compute_section(compute, sum(1 for v in compute.loss_vs_d.values() if not isinstance(v, str)))
-    quality = load_sample_quality(used)
+    quality = load_sample_quality(usable)
     samples_md = ""
     if not quality.empty:
         pianorolls = pianoroll_comparison(quality)

@@ -55,6 +55,7 @@ def load_sample_quality(runs: pd.DataFrame) -> pd.DataFrame:
                "num_samples": len(samples.get("samples", [])), "num_decoded": samples.get("num_decoded"),
                "mean_num_notes": samples.get("mean_num_notes"), "mean_num_tokens": samples.get("mean_num_tokens"),
                "num_ended_with_eos": samples.get("num_ended_with_eos"),
+               "settings": json.dumps(samples.get("settings"), sort_keys=True),
                "mean_grammar_error_rate": samples.get("mean_grammar_error_rate"),
                "num_reference": quality.get("num_reference", 0),
                "mean_overlapping_area": quality.get("mean_overlapping_area")}
@@ -90,7 +91,7 @@ def quality_markdown(quality: pd.DataFrame) -> str:
     for _, r in quality.iterrows():
         lines.append(f"| {r['run_name']} | {_fmt(r['N'], '{:.3g}')} | {r['num_decoded']}/{r['num_samples']} | "
                      f"{_fmt(r['num_ended_with_eos'], '{:.0f}')} | {_fmt(r['mean_num_tokens'], '{:.0f}')} | "
-                     f"{_fmt(r['mean_num_notes'], '{:.0f}')} | {_fmt(r['mean_grammar_error_rate'], '{:.3f}')} | "
+                     f"{_fmt(r['mean_num_notes'], '{:.1f}')} | {_fmt(r['mean_grammar_error_rate'], '{:.3f}')} | "
                      f"{_fmt(r['mean_overlapping_area'], '{:.3f}')} | "
                      + " | ".join(_fmt(r[f'oa_{d}'], "{:.2f}") for d in DESCRIPTORS) + " |")
     lines += ["", "Descriptor means (MusPy definitions; drums ignored for pitch descriptors):", "",
@@ -117,6 +118,11 @@ def samples_section(quality: pd.DataFrame, figure_file: str | None) -> str:
            "MusPy descriptors (Dong et al. 2020): pitch-class entropy, pitch range, polyphony, scale "
            "consistency, groove consistency, empty-beat rate. Test pieces are cropped to the samples' "
            "token length. With few samples these figures are noisy: compare sizes, not decimals.", ""]
+    if quality["settings"].nunique() > 1:
+        out += ["**Warning:** the sizes' samples were drawn with different settings (see each "
+                "`samples/samples.json`; a prompt, temperature or length changes every figure below), so "
+                "the rows do not compare. Resample them alike, e.g. `python scripts/generate.py --model <run> "
+                "...` with the same options for every size.", ""]
     if figure_file:
         out += [f"![One sample per size]({figure_file})", ""]
     return "\n".join(out) + "\n" + quality_markdown(quality)

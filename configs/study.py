@@ -52,6 +52,10 @@ class StudyArguments:
     isoflop_budgets: list[float] = field(default_factory=list, metadata={
         "help": "IsoFLOP budgets C (FLOPs): scripts/run_study.py trains every size on D = C / 6N tokens "
                 "(folders <size>-C<C>), leaving out sizes under 20 steps or over one epoch."})
+    budget_role: str = field(default="main", metadata={
+        "help": "Which budget of its study this run trains on: 'main' (max_tokens), 'grid' (token_budgets) or "
+                "'isoflop' (isoflop_budgets); set by scripts/run_study.py. L(N) is fitted on the main runs.",
+        "choices": ["main", "grid", "isoflop"]})
     compute_budget: float = field(default=0.0, metadata={
         "help": "The IsoFLOP budget this run belongs to (set by scripts/run_study.py; recorded for the analysis)."})
     # Read by scripts/run_study.py once every size has trained (scripts/generate.py has the same options).

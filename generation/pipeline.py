@@ -88,13 +88,17 @@ class GenerationArguments:
             return Path(self.output_dir)
         if Path(self.model).is_dir():
             return Path(self.model) / SAMPLES_DIRNAME
-        raise ValueError(f"{self.model} is not a local folder; pass --output-dir for samples of a Hub model.")
+        raise ValueError(f"{self.model} is not a local run folder; check the path, or pass --output-dir for samples "
+                         "of a Hub model.")
 
     def settings(self) -> dict[str, Any]:
         """The fields that determine the samples (compared to decide whether to resample)."""
-        keys = ("num_samples", "max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "seed", "prompt",
-                "prompt_bars")
-        return {k: getattr(self, k) for k in keys}
+        keys = ("num_samples", "max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "seed",
+                "batch_size", "prompt", "prompt_bars")  # batch_size: sequences drawn together share the RNG stream
+        settings = {k: getattr(self, k) for k in keys}
+        if not self.prompt:
+            settings["prompt_bars"] = None
+        return settings
 
 
 def run_dataset(run_dir: str | Path) -> str | None:
@@ -268,6 +272,7 @@ def sample_study(study_dir: str | Path, sizes: list[str], *, count: int, seed: i
             previous = None
         if previous == args.settings() and (dataset is None or (out / QUALITY_FILENAME).is_file()):
             status[size] = "existing"
+            log(f"    {size}: samples with these settings exist ({out})")
             continue
         try:
             summary = generate_to_folder(args)

@@ -42,7 +42,12 @@ def load_model_and_tokenizer(source: str | Path, *, device: str | None = None,
         FileNotFoundError: a local folder without a model or a tokenizer; says what to run.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this PyTorch sees no CUDA GPU; use --device cpu (or leave it out).")
     local = Path(source)
+    if not local.exists() and _looks_local(str(source)):
+        raise FileNotFoundError(f"No run folder at {source}. Pass a run folder written by scripts/train.py "
+                                "(e.g. runs/demo/demo3) or a Hub id USER/NAME.")
     if local.exists():
         if not (local / "config.json").is_file():
             msg = (f"{local} holds no trained model (no config.json). Pass a run folder written by "
@@ -59,6 +64,13 @@ def load_model_and_tokenizer(source: str | Path, *, device: str | None = None,
                f"({tok.vocab_size}) at {source}: the tokenizer.json there is not the one it was trained with.")
         raise ValueError(msg)
     return model.to(device).eval(), tok
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a Hub id: absolute, relative with ./ ../ ~, several parts, or its parent exists."""
+    parts = source.split("/")
+    return (source.startswith(("/", ".", "~")) or len(parts) != 2
+            or (len(parts) == 2 and Path(parts[0]).is_dir()))
 
 
 def prompt_ids(tok: miditok.MusicTokenizer, midi_path: str | Path, num_bars: int) -> list[int]:

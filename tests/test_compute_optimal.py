@@ -25,7 +25,8 @@ def law(n: float, d: float) -> float:
     return E + A / n**ALPHA + B / d**BETA
 
 
-def write_run(root: Path, name: str, size: str, d: float, compute_budget: float = 0.0, noise: float = 0.0) -> float:
+def write_run(root: Path, name: str, size: str, d: float, compute_budget: float = 0.0, noise: float = 0.0,
+              role: str = "main") -> float:
     n = SIZES[size]
     loss = law(n, d) * (1 + noise)
     folder = root / name
@@ -35,7 +36,7 @@ def write_run(root: Path, name: str, size: str, d: float, compute_budget: float 
         "tokens_trained": d, "flops": 6.0 * n * d, "flops_per_token": 6.0 * (n + 5_000) + 1_000,
         "eval_loss": loss, "test_loss": loss + 0.01, "train_loss": loss, "block_size": 256,
         "global_batch_tokens": 8192,
-        "config": {"study": {"compute_budget": compute_budget},
+        "config": {"study": {"compute_budget": compute_budget, "budget_role": role},
                    "dataset": {"stats": {"splits": {
                        "validation": {"notes": 1000, "packed_tokens": int(1000 * TOKENS_PER_NOTE)},
                        "test": {"notes": 2000, "packed_tokens": int(2000 * TOKENS_PER_NOTE)}}}}},
@@ -55,9 +56,12 @@ def grid_study(tmp_path_factory) -> Path:
         write_run(root, size, size, MAIN_D, noise=rng.normal(0, 1e-3))
     for c in ISOFLOP:
         for size, n in SIZES.items():
-            write_run(root, f"{size}-C{c:.0e}", size, c / (6 * n), c, noise=rng.normal(0, 1e-3))
+            write_run(root, f"{size}-C{c:.0e}", size, c / (6 * n), c, noise=rng.normal(0, 1e-3), role="isoflop")
     for d in (5e5, 8e6):
-        write_run(root, f"s3-D{d:.0f}", "s3", d, noise=rng.normal(0, 1e-3))
+        write_run(root, f"s3-D{d:.0f}", "s3", d, noise=rng.normal(0, 1e-3), role="grid")
+    for size in ("s1", "s2", "s4", "s5", "s3"):  # more runs at 5e5 than on the main budget: the role decides
+        if size != "s3":
+            write_run(root, f"{size}-D500000", size, 5e5, noise=rng.normal(0, 1e-3), role="grid")
     return root
 
 
@@ -68,11 +72,13 @@ def test_plan_study_runs():
     assert runs[:3] == [PlannedRun("a", "a"), PlannedRun("b", "b"), PlannedRun("c", "c")]
     grid = runs[3:6]
     assert [r.run_name for r in grid] == ["a-D50000", "b-D50000", "c-D50000"]  # whole steps
-    assert all(r.max_tokens == 50_000 and r.train_args() == ["--max_tokens", "50000"] for r in grid)
+    assert all(r.max_tokens == 50_000 and r.train_args() == ["--max_tokens", "50000", "--budget_role", "grid"]
+               for r in grid)
     iso = runs[6:]
     # C = 6e10: a -> D = 1e6 (1000 steps), b -> 1e5 (100 steps), c -> 1e4 (10 steps < 20: left out)
     assert [(r.run_name, r.max_tokens) for r in iso] == [("a-C6e10", 1_000_000), ("b-C6e10", 100_000)]
-    assert iso[0].train_args() == ["--max_tokens", "1000000", "--compute_budget", "60000000000.0"]
+    assert iso[0].train_args() == ["--max_tokens", "1000000", "--budget_role", "isoflop",
+                                   "--compute_budget", "60000000000.0"]
     assert any("c left out" in note and "under 20 steps" in note for note in notes)
     assert any("keeps only 2 size(s)" in note for note in notes)
     with pytest.raises(ValueError, match="one epoch"):
@@ -115,12 +121,12 @@ def test_compute_optimal_analysis_end_to_end(grid_study, tmp_path):
     # L(D) per size over its budgets (main + IsoFLOP (+ grid for s3)): exponent near beta
     for size in SIZES:
         assert result["loss_vs_d"][size]["alpha"] == pytest.approx(BETA, rel=0.1), size
-    assert result["loss_vs_d"]["s3"]["n_points"] == 6
+    assert result["loss_vs_d"]["s3"]["n_points"] == 6 and result["loss_vs_d"]["s1"]["n_points"] == 5
 
     report = (out / "report.md").read_text()
     for text in ("## Compute-optimal scaling", "### Joint law", "![IsoFLOP profiles](isoflop_profiles.png)",
                  "![Loss vs. compute](compute_frontier.png)", "### Predictions", "### How far to trust this",
-                 "L(N) is fitted on the 5 runs trained on D = 2,000,000 tokens"):
+                 "L(N) is fitted on the 5 runs of the main budget (D = 2,000,000 tokens)"):
         assert text in report, text
     for name in ("isoflop_profiles.png", "compute_frontier.png", "loss_vs_tokens.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"

@@ -182,3 +182,16 @@ def test_min_new_tokens_forbids_early_eos(w32):
     assert len(free) == 6
     with pytest.raises(ValueError, match="--min-new-tokens"):
         sample_ids(model, tok, num_samples=1, seed=0, max_new_tokens=10, min_new_tokens=11)
+
+
+def test_descriptor_undefined_for_all_samples_counts_as_no_overlap(tmp_path):
+    one_note = Score(4)
+    track = Track(program=0, is_drum=False)
+    track.notes.append(Note(0, 4, 60, 80))
+    one_note.tracks.append(track)
+    one_note.dump_midi(str(tmp_path / "one.mid"))  # shorter than two bars: groove consistency undefined
+    result = describe_and_compare([str(tmp_path / "one.mid")], [str(_tiny_piece(tmp_path / "ref.mid"))])
+    assert result["descriptors"]["groove_consistency"] is None
+    assert result["overlapping_area"]["groove_consistency"] == 0.0
+    assert result["kl_divergence"]["groove_consistency"] is None
+    assert result["mean_overlapping_area"] == pytest.approx(sum(result["overlapping_area"].values()) / 6)

@@ -47,8 +47,11 @@ class PlannedRun:
 
     def train_args(self) -> list[str]:
         """Extra ``scripts/train.py`` arguments (budget and IsoFLOP label) for this run."""
-        args = [] if self.max_tokens is None else ["--max_tokens", str(self.max_tokens)]
-        return args + (["--compute_budget", repr(float(self.compute_budget))] if self.compute_budget else [])
+        if self.max_tokens is None:
+            return []
+        role = ["--budget_role", "isoflop", "--compute_budget", repr(float(self.compute_budget))] \
+            if self.compute_budget else ["--budget_role", "grid"]
+        return ["--max_tokens", str(self.max_tokens), *role]
 
 
 def _flops_label(c: float) -> str:

@@ -72,7 +72,9 @@ Returns:
     per_piece: descriptor -> list of values in input order (None where undefined, e.g.
         groove consistency of a piece shorter than two bars);
     with reference_files also: reference (the same three entries for the references),
-    overlapping_area and kl_divergence (descriptor -> value), mean_overlapping_area.
+    overlapping_area and kl_divergence (descriptor -> value; OA 0 and KL None when a
+    descriptor is defined for references but for no prediction, e.g. groove consistency of
+    one-bar samples), mean_overlapping_area (over the descriptors the references define).
 Examples:
     >>> descriptors = evaluate.load("metrics/music_descriptors")
     >>> descriptors.compute(predictions=["a.mid"])["descriptors"]["pitch_range"]
@@ -222,8 +224,11 @@ class MusicDescriptors(evaluate.Metric):
         for name in DESCRIPTORS:
             pred = [v for v in values[name] if math.isfinite(v)]
             ref = [v for v in ref_values[name] if math.isfinite(v)]
-            oa[name], kl[name] = (_nan_to_none(x) for x in distribution_distance(pred, ref))
+            if ref and not pred:  # defined for the references, for no prediction: nothing overlaps
+                oa[name], kl[name] = 0.0, None
+            else:
+                oa[name], kl[name] = (_nan_to_none(x) for x in distribution_distance(pred, ref))
         result["overlapping_area"], result["kl_divergence"] = oa, kl
-        defined = [v for v in oa.values() if v is not None]
+        defined = [v for v in oa.values() if v is not None]  # descriptors the references define
         result["mean_overlapping_area"] = float(np.mean(defined)) if defined else None
         return result

@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
-
 from analysis.compute_optimal import CONVENTION_TEXT, CONVENTIONS, ComputeAnalysis
 from analysis.fit import PowerLawFit
 
@@ -175,7 +173,3 @@ def compute_section(result: ComputeAnalysis, loss_vs_d_sizes: int) -> str:
     out += ["### How far to trust this", "", _trust_paragraph(result), ""]
     return "\n".join(out) + "\n"
 
-
-def tokens_per_parameter(n: float, d: float) -> float:
-    """D / N, the ratio Hoffmann et al. (2022) find near 20 for text."""
-    return float(d) / float(n) if n else float(np.nan)

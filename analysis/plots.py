@@ -150,6 +150,17 @@ def plot_training_curves(curves_df: pd.DataFrame) -> Figure:
 
 
 
+def _loss_log_log_axes(figsize: tuple[float, float], xlabel: str, metric: str) -> tuple[Figure, object]:
+    """A Figure with log-log axes, the loss on y, and a light grid."""
+    fig, ax = _new_figure(figsize)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.grid(True, which="both", alpha=0.3)
+    return fig, ax
+
+
 def _size_colors(sizes: list[str]) -> dict[str, object]:
     """One viridis colour per size, in the given (small to large) order."""
     return {s: colormaps["viridis"](0.9 * i / max(len(sizes) - 1, 1)) for i, s in enumerate(sizes)}
@@ -217,12 +228,7 @@ def plot_frontier(runs: pd.DataFrame, curves: pd.DataFrame, fit: PowerLawFit | N
         c_label: x-axis label (the counting convention).
         extrapolate_to: draw the fit up to this C (e.g. 100x the largest run).
     """
-    fig, ax = _new_figure((7.6, 4.8))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel(c_label)
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.grid(True, which="both", alpha=0.3)
+    fig, ax = _loss_log_log_axes((7.6, 4.8), c_label, metric)
     if len(runs) == 0:
         _empty_note(ax, "no finished runs")
         return fig
@@ -256,12 +262,7 @@ def plot_frontier(runs: pd.DataFrame, curves: pd.DataFrame, fit: PowerLawFit | N
 
 def plot_loss_vs_tokens(runs: pd.DataFrame, fits: dict[str, PowerLawFit | str], metric: str) -> Figure:
     """Final loss against training tokens D, one colour per size, with each size's L(D) fit."""
-    fig, ax = _new_figure()
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training tokens D")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.grid(True, which="both", alpha=0.3)
+    fig, ax = _loss_log_log_axes((6.4, 4.8), "training tokens D", metric)
     if len(runs) == 0:
         _empty_note(ax, "no finished runs")
         return fig

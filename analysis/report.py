@@ -177,8 +177,9 @@ def render_report(
             f"| alpha (α) | {fit.alpha:.4f} | {_interval(fit.alpha_ci, '{:.4f}')} |",
             f"| a | {fit.a:.4g} | {_interval(fit.a_ci, '{:.4g}')} |",
             f"| c (nats/token) | {fit.c:.4f} | {_interval(fit.c_ci, '{:.4f}')} |", "",
-            f"**α = {fit.alpha:.4f}, {pct} interval {_interval(fit.alpha_ci, '{:.4f}')}** "
-            f"from {fit.n_points} runs.".replace("interval no interval", "no interval"),
+            f"**α = {fit.alpha:.4f}, "
+            + (f"{pct} interval {_interval(fit.alpha_ci, '{:.4f}')}" if fit.n_bootstrap_used else "no interval")
+            + f"** from {fit.n_points} runs.",
             f"Intervals: residual bootstrap in log space, {fit.n_bootstrap_used} of "
             f"{fit.n_bootstrap} refits succeeded (percentile intervals).",
             f"Fit quality in log space: RMSE {fit.rmse_log:.2e}, R² {fit.r2_log:.5f}.",

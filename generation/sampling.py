@@ -69,8 +69,7 @@ def load_model_and_tokenizer(source: str | Path, *, device: str | None = None,
 def _looks_local(source: str) -> bool:
     """A path rather than a Hub id: absolute, relative with ./ ../ ~, several parts, or its parent exists."""
     parts = source.split("/")
-    return (source.startswith(("/", ".", "~")) or len(parts) != 2
-            or (len(parts) == 2 and Path(parts[0]).is_dir()))
+    return source.startswith(("/", ".", "~")) or len(parts) != 2 or Path(parts[0]).is_dir()
 
 
 def prompt_ids(tok: miditok.MusicTokenizer, midi_path: str | Path, num_bars: int) -> list[int]:

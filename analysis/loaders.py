@@ -22,7 +22,7 @@ SUMMARY_FILE = "run_summary.json"
 RESULTS_FILE = "results.json"  # scripts/run_study.py's list of {size, run_dir, status, error, ...}
 STATE_FILE = "trainer_state.json"
 RUN_COLUMNS = [
-    "run_name", "size", "N", "N_total", "D", "C", "train_loss", "eval_loss", "test_loss",
+    "run_name", "size", "N", "N_total", "N_flops", "D", "C", "train_loss", "eval_loss", "test_loss",
     "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",
     "global_batch_tokens", "flops_per_token", "budget_role", "compute_budget", "tokens_per_note_validation",
     "tokens_per_note_test", "status", "note", "path",
@@ -92,6 +92,7 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
     row["status"] = str(summary.get("status") or "unknown")
     row["note"] = str(summary.get("note") or "")  # set by sources that know why a run is unusable
     config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
+    row["N_flops"] = row["flops_per_token"] / 6.0  # C = 6 N D with the head's and attention's FLOPs counted
     study = config.get("study") or {}
     row["compute_budget"] = _number(study.get("compute_budget"))
     row["budget_role"] = study.get("budget_role") or ""  # "" for runs made before budgets had roles
@@ -148,7 +149,8 @@ def load_local_runs(study_dir: str | Path, *, exclude: Iterable[str | Path] = ()
 
     Returns:
         DataFrame with columns `RUN_COLUMNS`, one row per run, sorted by ``N`` (nan last):
-        ``N`` non-embedding parameters, ``N_total`` all parameters, ``D`` training tokens,
+        ``N`` non-embedding parameters, ``N_total`` all parameters, ``N_flops`` training FLOPs
+        per token / 6 (head and attention counted), ``D`` training tokens,
         ``C`` FLOPs (``6 * N * D``), losses in nats/token (``test_loss`` may be nan),
         ``wall_clock_s`` seconds, ``tokens_per_second``, ``flops_per_token`` (training FLOPs
         per token incl. output head and attention), ``budget_role`` (``main``, ``grid``,

@@ -19,6 +19,7 @@ from analysis.fit import IsoFlopFit, PowerLawFit
 N_LABELS = {
     "N": "non-embedding parameters N",
     "N_total": "total parameters N (incl. embeddings)",
+    "N_flops": "N = FLOPs per token / 6 (incl. head and attention)",
 }
 METRIC_LABELS = {
     "eval_loss": "validation loss (nats/token)",

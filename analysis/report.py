@@ -23,11 +23,11 @@ from analysis.plots import plot_frontier, plot_isoflop, plot_loss_vs_tokens, plo
 from analysis.samples import PIANOROLL_FIGURE_FILE, load_sample_quality, pianoroll_comparison, samples_section
 
 METRICS = ("eval_loss", "test_loss")
-N_CONVENTIONS = {"non_embedding": "N", "total": "N_total"}
-COMPUTE_CONVENTIONS = {"non_embedding": "non_embedding", "total": "total"}
+N_CONVENTIONS = {"non_embedding": "N", "total": "N_total", "flops": "N_flops"}
 N_CONVENTION_TEXT = {
     "non_embedding": "N = non-embedding parameters (Kaplan et al. 2020, sec. 2.1)",
     "total": "N = total parameters, embeddings included (Hoffmann et al. 2022 convention)",
+    "flops": "N = training FLOPs per token / 6, counting the output head and attention (Porian et al. 2024)",
 }
 COMPUTE_BOOTSTRAP = 200  # refits of the joint law each take ~10 ms; 200 keep the analysis under a minute
 SCALING_PLOT_FILE = "scaling_plot.png"
@@ -147,7 +147,7 @@ def render_report(
     Args:
         study_dir: Folder the runs were read from (shown in the report).
         metric: Loss column fitted (``"eval_loss"`` or ``"test_loss"``).
-        n_convention: ``"non_embedding"`` or ``"total"``.
+        n_convention: ``"non_embedding"``, ``"total"`` or ``"flops"``.
         fit: The fit, or None when none was possible.
         fit_reason: Why there is no fit (used when ``fit`` is None).
         table_md: Output of `table_markdown`.
@@ -253,7 +253,8 @@ def run_analysis(
     Args:
         study_dir: Root folder of the study (runs at any depth).
         metric: ``"eval_loss"`` (default) or ``"test_loss"``.
-        n_convention: ``"non_embedding"`` (default, column ``N``) or ``"total"`` (``N_total``).
+        n_convention: ``"non_embedding"`` (default, column ``N``), ``"total"`` (``N_total``) or
+            ``"flops"`` (``N_flops`` = FLOPs per token / 6).
         n_bootstrap: Bootstrap refits for the intervals (default 1000).
         seed: Bootstrap seed (default 0).
         exclude: Folders not to report as failed runs (e.g. the output folder).
@@ -318,11 +319,12 @@ def run_analysis(
         compute = analyze_compute(usable, metric=metric, convention=n_convention,
                                   n_bootstrap=min(n_bootstrap, COMPUTE_BOOTSTRAP), seed=seed)
         all_curves = load_eval_curves(study_dir)
-        labels = {"non_embedding": "non-embedding parameters N", "total": "total parameters N (incl. embeddings)"}
+        labels = {"non_embedding": "non-embedding parameters N", "total": "total parameters N (incl. embeddings)",
+                  "flops": "N = FLOPs per token / 6 (incl. head and attention)"}
         figures[ISOFLOP_PLOT_FILE] = plot_isoflop(compute.isoflop, compute.runs, metric, labels[n_convention])
         figures[FRONTIER_PLOT_FILE] = plot_frontier(
             compute.runs, all_curves[all_curves["run_name"].isin(compute.runs["run_name"])], compute.loss_vs_c,
-            metric, f"compute C = 6ND (FLOPs, {n_convention} N)", extrapolate_to=100 * compute.max_c)
+            metric, f"compute C (FLOPs, {n_convention} convention)", extrapolate_to=100 * compute.max_c)
         figures[LOSS_VS_D_PLOT_FILE] = plot_loss_vs_tokens(compute.runs, compute.loss_vs_d, metric)
         compute_md = compute_section(compute, sum(1 for v in compute.loss_vs_d.values() if not isinstance(v, str)))
     quality = load_sample_quality(usable)

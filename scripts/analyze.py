@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metric", choices=METRICS, default="eval_loss",
                         help="Loss to fit, nats/token (default: eval_loss).")
     parser.add_argument("--n-convention", "--n_convention", choices=tuple(N_CONVENTIONS), default="non_embedding",
-                        help="N = non-embedding (Kaplan et al. 2020) or total parameters "
+                        help="N = non-embedding (Kaplan et al. 2020), total parameters (Hoffmann et al. 2022) "
+                             "or flops: FLOPs per token / 6, head and attention counted (Porian et al. 2024) "
                              "(default: non_embedding).")
     parser.add_argument("--n-bootstrap", "--n_bootstrap", type=int, default=1000,
                         help="Residual-bootstrap refits for the intervals; 0 skips them (default: 1000).")

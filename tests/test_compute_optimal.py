@@ -153,3 +153,17 @@ def test_isoflop_plot_draws_each_profile(grid_study):
     # one parabola per budget plus a star at each minimum
     assert len(ax.lines) == 2 * len(ISOFLOP)
     assert len(ax.collections) == len(ISOFLOP)  # the scattered runs, one colour per budget
+
+
+def test_flops_convention_is_primary_on_request(grid_study):
+    from analysis.report import run_analysis
+
+    result = run_analysis(grid_study, n_convention="flops", n_bootstrap=0)
+    used = result.used.set_index("run_name")
+    assert result.fit_dict["n_column"] == "N_flops"
+    assert used.loc["s1", "N_flops"] == pytest.approx((6.0 * (SIZES["s1"] + 5_000) + 1_000) / 6)
+    assert result.compute.convention == "flops"
+    assert "Plots and predictions use `flops`." in result.report_md
+    # C under the flops convention is FLOPs per token x D
+    s1 = result.compute.runs.set_index("run_name").loc["s1"]
+    assert s1["C_x"] == pytest.approx((6.0 * (SIZES["s1"] + 5_000) + 1_000) * MAIN_D)

@@ -39,7 +39,9 @@ from analysis.fit import (
     fit_power_law,
 )
 
-CONVENTIONS = ("non_embedding", "total", "flops")
+# convention -> the N column of analysis.loaders.load_local_runs (N_flops = FLOPs per token / 6)
+CONVENTION_COLUMNS = {"non_embedding": "N", "total": "N_total", "flops": "N_flops"}
+CONVENTIONS = tuple(CONVENTION_COLUMNS)
 CONVENTION_TEXT = {
     "non_embedding": "N = non-embedding parameters, C = 6ND (Kaplan et al. 2020)",
     "total": "N = all parameters incl. embeddings, C = 6ND (Hoffmann et al. 2022)",
@@ -52,25 +54,20 @@ def convention_columns(runs: pd.DataFrame, convention: str) -> tuple[np.ndarray,
     """``(N, C)`` of each run under a counting convention.
 
     Args:
-        runs: frame with ``N``, ``N_total``, ``D`` and ``flops_per_token``.
+        runs: frame with ``D`` and the N columns of `CONVENTION_COLUMNS`.
         convention: one of `CONVENTIONS`.
 
     Returns:
-        Two float64 arrays of shape ``(len(runs),)``; nan where the run lacks the field.
+        Two float64 arrays of shape ``(len(runs),)``: N, and C = 6 N D (for ``flops``, FLOPs
+        per token x D); nan where the run lacks the field.
 
     Raises:
         ValueError: unknown convention.
     """
-    d = runs["D"].to_numpy(float)
-    if convention == "non_embedding":
-        n = runs["N"].to_numpy(float)
-    elif convention == "total":
-        n = runs["N_total"].to_numpy(float)
-    elif convention == "flops":
-        n = runs["flops_per_token"].to_numpy(float) / 6.0
-    else:
+    if convention not in CONVENTION_COLUMNS:
         raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}.")
-    return n, 6.0 * n * d
+    n = runs[CONVENTION_COLUMNS[convention]].to_numpy(float)
+    return n, 6.0 * n * runs["D"].to_numpy(float)
 
 
 @dataclass
@@ -139,8 +136,8 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
     """L(D), L(C), frontier, IsoFLOP (approach 2) and joint-law (approach 3) fits.
 
     Args:
-        runs: finished runs (any sizes and budgets) with ``N``, ``N_total``, ``D``,
-            ``flops_per_token``, ``compute_budget`` and ``metric`` columns.
+        runs: finished runs (any sizes and budgets) with ``N``, ``N_total``, ``N_flops``,
+            ``D``, ``compute_budget`` and ``metric`` columns (`analysis.loaders.load_local_runs`).
         metric: loss column, nats/token.
         convention: primary counting convention (one of `CONVENTIONS`); approach 3 is fitted
             under every convention the runs allow.
@@ -196,8 +193,7 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
         # each profile's budget under this convention: the mean C_x of its runs (= the label for non_embedding)
         budget = labelled.groupby("compute_budget")["C_x"].transform("mean").to_numpy(float)
         try:
-            result.isoflop = fit_isoflop(labelled["N_x"], labelled[metric], budget, n_bootstrap=max(n_bootstrap, 0),
-                                         seed=seed)
+            result.isoflop = fit_isoflop(labelled["N_x"], labelled[metric], budget, n_bootstrap=n_bootstrap, seed=seed)
         except ValueError as err:
             result.isoflop_reason = str(err)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.compute_optimal import ComputeAnalysis, analyze_compute, per_note_loss
+from analysis.compute_optimal import CONVENTION_COLUMNS, ComputeAnalysis, analyze_compute, per_note_loss
 from analysis.compute_report import FRONTIER_PLOT_FILE, ISOFLOP_PLOT_FILE, LOSS_VS_D_PLOT_FILE, compute_section
 from analysis.fit import FORMULA, N_PARAMS, PowerLawFit, fit_power_law
 from analysis.loaders import load_eval_curves, load_local_runs
@@ -23,7 +23,7 @@ from analysis.plots import plot_frontier, plot_isoflop, plot_loss_vs_tokens, plo
 from analysis.samples import PIANOROLL_FIGURE_FILE, load_sample_quality, pianoroll_comparison, samples_section
 
 METRICS = ("eval_loss", "test_loss")
-N_CONVENTIONS = {"non_embedding": "N", "total": "N_total", "flops": "N_flops"}
+N_CONVENTIONS = CONVENTION_COLUMNS  # convention -> N column, shared with analysis.compute_optimal
 N_CONVENTION_TEXT = {
     "non_embedding": "N = non-embedding parameters (Kaplan et al. 2020, sec. 2.1)",
     "total": "N = total parameters, embeddings included (Hoffmann et al. 2022 convention)",
@@ -308,8 +308,8 @@ def run_analysis(
     fit_dict = ({"fitted": True, **context, **fit.to_dict()} if fit is not None
                 else {"fitted": False, "reason": reason, **context})
 
-    curves = load_eval_curves(study_dir)
-    curves = curves[curves["run_name"].isin(used["run_name"])]
+    all_curves = load_eval_curves(study_dir)  # read once: L(N) curves and the frontier plot share it
+    curves = all_curves[all_curves["run_name"].isin(used["run_name"])]
     rows = summary_table(used)
     table_md = table_markdown(rows)
     figures = {SCALING_PLOT_FILE: plot_scaling(used, fit, metric, n_column),
@@ -318,7 +318,6 @@ def run_analysis(
     if usable["D"].nunique() > 1 or (usable["compute_budget"].fillna(0) > 0).any():
         compute = analyze_compute(usable, metric=metric, convention=n_convention,
                                   n_bootstrap=min(n_bootstrap, COMPUTE_BOOTSTRAP), seed=seed)
-        all_curves = load_eval_curves(study_dir)
         labels = {"non_embedding": "non-embedding parameters N", "total": "total parameters N (incl. embeddings)",
                   "flops": "N = FLOPs per token / 6 (incl. head and attention)"}
         figures[ISOFLOP_PLOT_FILE] = plot_isoflop(compute.isoflop, compute.runs, metric, labels[n_convention])

@@ -96,3 +96,40 @@ def test_user_mistakes_fail_fast_with_clear_messages(tiny_setup, tmp_path, capsy
     from configs.cli import run_main
     assert run_main(train.main, ["--size", "nope", "--dataset", "d", "--output_dir", str(tmp_path)]) == 2
     assert "error: Unknown --size 'nope'" in capsys.readouterr().err
+
+
+def _mean_next_token_nll(model_dir: Path, blocks: list[list[int]]) -> float:
+    """Mean next-token cross-entropy (nats) over every predicted position, computed here
+    with log-softmax and gather, independently of the Trainer and the model's loss."""
+    import torch
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor(blocks, dtype=torch.int64)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits.double()  # (blocks, block_size, vocab)
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)
+    nll = -logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (blocks, block_size - 1)
+    return nll.mean().item()
+
+
+def test_train_and_eval_loss_equal_an_independent_cross_entropy(tiny_setup, tmp_path):
+    from datasets import load_from_disk
+
+    root, study, sizes = tiny_setup
+    data = load_from_disk(str(root / "data"))
+    train_blocks = len(data["train"])
+    # one optimizer step over the whole train split at learning rate 0: the saved model is the
+    # model the train loss was computed on, and the train loss covers every train block
+    out = tmp_path / "run"
+    assert load_script("train").main([
+        "--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study), "--output_dir", str(out),
+        "--global_batch_tokens", str(64 * train_blocks), "--max_tokens", "0", "--learning_rate", "0",
+        "--logging_steps", "1", "--eval_steps", "0", "--eval_max_blocks", "0"]) == 0
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["steps"] == 1
+    expected_train = _mean_next_token_nll(out, data["train"]["input_ids"])
+    expected_eval = _mean_next_token_nll(out, data["validation"]["input_ids"])
+    assert summary["train_loss"] == pytest.approx(expected_train, rel=1e-5)
+    assert summary["eval_loss"] == pytest.approx(expected_eval, rel=1e-5)
+    # the bias this guards against: dividing by block_size labels instead of block_size - 1 positions
+    assert abs(summary["eval_loss"] / expected_eval - 63 / 64) > 1e-3

@@ -38,6 +38,8 @@ from analysis.fit import (
     fit_isoflop,
     fit_power_law,
 )
+from analysis.intervals import t_quantile
+from analysis.prediction_check import HoldoutCheck, no_check
 
 # convention -> the N column of analysis.loaders.load_local_runs (N_flops = FLOPs per token / 6)
 CONVENTION_COLUMNS = {"non_embedding": "N", "total": "N_total", "flops": "N_flops"}
@@ -90,6 +92,8 @@ class ComputeAnalysis:
         chinchilla_reason: convention -> why it could not.
         predictions: rows of the predictions table (see `predictions_table`).
         max_c: the largest run's C under ``convention`` (FLOPs).
+        holdout: the joint law of the primary convention refitted without the largest compute
+            budget, one check per held-out run (`holdout_largest_budget`).
     """
 
     metric: str
@@ -104,6 +108,7 @@ class ComputeAnalysis:
     chinchilla_reason: dict[str, str] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
     max_c: float = math.nan
+    holdout: list[HoldoutCheck] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (fits as their ``to_dict``; reasons as strings; nan -> None)."""
@@ -117,6 +122,7 @@ class ComputeAnalysis:
             "chinchilla": {k: v.to_dict() for k, v in self.chinchilla.items()},
             "chinchilla_reason": self.chinchilla_reason,
             "predictions": self.predictions,
+            "holdout": [c.to_dict() for c in self.holdout],
         })
 
 
@@ -165,7 +171,7 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
             result.loss_vs_d[str(size)] = f"{group['D'].nunique()} token budget(s); L(D) needs 3 or more"
             continue
         try:
-            result.loss_vs_d[str(size)] = fit_power_law(group["D"], group[metric], n_bootstrap=n_bootstrap, seed=seed)
+            result.loss_vs_d[str(size)] = fit_power_law(group["D"], group[metric])
         except (ValueError, RuntimeError) as err:
             result.loss_vs_d[str(size)] = f"fit failed: {err}"
 
@@ -177,7 +183,7 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
         runs.iloc[idx, runs.columns.get_loc("frontier")] = True
         if len(idx) >= 3:
             try:
-                result.loss_vs_c = fit_power_law(c_x[idx], loss[idx], n_bootstrap=n_bootstrap, seed=seed)
+                result.loss_vs_c = fit_power_law(c_x[idx], loss[idx])
             except (ValueError, RuntimeError) as err:
                 result.loss_vs_c_reason = f"fit failed: {err}"
         else:
@@ -208,7 +214,66 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
             result.chinchilla_reason[conv] = str(err)
 
     result.predictions = predictions_table(result)
+    if result.chinchilla.get(convention) is not None:
+        result.holdout = holdout_largest_budget(runs, metric, convention, n_bootstrap=n_bootstrap, seed=seed)
     return result
+
+
+def holdout_largest_budget(runs: pd.DataFrame, metric: str, convention: str, *, n_bootstrap: int = 200,
+                           seed: int = 0, confidence: float = 0.95) -> list[HoldoutCheck]:
+    """Refit the joint law without the largest compute budget and predict each of its runs.
+
+    The largest budget is the largest IsoFLOP label when runs carry one, else the runs at the
+    largest C. Each interval is the refit's bootstrap band at that run's (N, D) widened, in
+    log space and in quadrature, by ``t(n - 5) * s`` with ``s`` the refit's residual scatter,
+    so that it covers a new run's noise as well as the law's uncertainty.
+
+    Args:
+        runs: finished runs (`analyze_compute`'s frame, with ``N_x`` and ``C_x``).
+        metric: loss column.
+        convention: counting convention of N.
+        n_bootstrap: bootstrap refits of the refitted law.
+        seed: bootstrap seed.
+        confidence: level of the intervals.
+
+    Returns:
+        One `HoldoutCheck` per held-out run, or a single one whose ``reason`` says why there is none.
+    """
+    budgets = runs["compute_budget"].fillna(0).to_numpy(float)
+    c_x = runs["C_x"].to_numpy(float)
+    if (budgets > 0).any():
+        top = budgets == budgets.max()
+        what = f"the largest IsoFLOP budget (C = {budgets.max():.3g} FLOPs)"
+    else:
+        top = c_x >= np.nanmax(c_x) * (1 - 1e-9)
+        what = f"the largest compute (C = {np.nanmax(c_x):.3g} FLOPs)"
+    n, d, loss = runs["N_x"].to_numpy(float), runs["D"].to_numpy(float), runs[metric].to_numpy(float)
+    rest = ~top
+    law = f"L(N, D) ({convention})"
+    try:
+        fit = fit_chinchilla(n[rest], d[rest], loss[rest], n_bootstrap=n_bootstrap, seed=seed, confidence=confidence)
+    except (ValueError, RuntimeError) as err:
+        return [no_check(law, f"refitting without {what} failed: {err}")]
+    dof = fit.n_points - 5
+    noise = fit.rmse_log * math.sqrt(fit.n_points / dof) if dof > 0 else math.nan
+    t = t_quantile(dof, confidence) if dof > 0 else math.nan
+    checks = []
+    for i in np.flatnonzero(top):
+        predicted = float(np.asarray(fit.predict(n[i], d[i])).item())
+        lo, hi = (float(np.asarray(v).item()) for v in fit.predict_band(n[i], d[i]))
+        if math.isfinite(lo) and math.isfinite(noise):
+            centre = math.log(predicted)
+            lo = math.exp(centre - math.hypot(centre - math.log(lo), t * noise))
+            hi = math.exp(centre + math.hypot(math.log(hi) - centre, t * noise))
+        else:
+            lo = hi = math.nan
+        checks.append(HoldoutCheck(
+            law=law, held_out=f"{what}: run {runs['run_name'].iloc[i]} (N = {n[i]:.3g}, D = {d[i]:.3g})",
+            run_names=(str(runs["run_name"].iloc[i]),), x=float(c_x[i]), measured=float(loss[i]), predicted=predicted,
+            interval=(lo, hi), confidence=confidence, fitted_on=int(rest.sum()),
+            interval_method="bootstrap band of the refitted law widened by the runs' residual scatter",
+            reason="" if math.isfinite(lo) else "the refit has no bootstrap band (too few runs)"))
+    return checks
 
 
 def predictions_table(result: ComputeAnalysis, factors: tuple[float, ...] = PREDICTION_FACTORS) -> list[dict[str, Any]]:

@@ -24,8 +24,8 @@ STATE_FILE = "trainer_state.json"
 RUN_COLUMNS = [
     "run_name", "size", "N", "N_total", "N_flops", "D", "C", "train_loss", "eval_loss", "test_loss",
     "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",
-    "global_batch_tokens", "flops_per_token", "budget_role", "compute_budget", "tokens_per_note_validation",
-    "tokens_per_note_test", "status", "note", "path",
+    "global_batch_tokens", "flops_per_token", "budget_role", "compute_budget", "learning_rate", "seed",
+    "lr_source", "tokens_per_note_validation", "tokens_per_note_test", "status", "note", "path",
 ]
 # Files that mark a top-level folder as something other than a run (an analysis output, a
 # prepared dataset from scripts/prepare_data.py), so it is not reported as a failed run.
@@ -96,6 +96,12 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
     study = config.get("study") or {}
     row["compute_budget"] = _number(study.get("compute_budget"))
     row["budget_role"] = study.get("budget_role") or ""  # "" for runs made before budgets had roles
+    training = config.get("training") or {}
+    # top-level keys since learning rates were swept; the Trainer's own config before (and on W&B)
+    row["learning_rate"] = _number(summary.get("learning_rate", training.get("learning_rate",
+                                                                            config.get("learning_rate"))))
+    row["seed"] = _number(summary.get("seed", training.get("seed", config.get("seed"))))
+    row["lr_source"] = str(summary.get("lr_source") or study.get("lr_source") or "")
     splits = ((config.get("dataset") or {}).get("stats") or {}).get("splits") or {}
     for split, column in (("validation", "tokens_per_note_validation"), ("test", "tokens_per_note_test")):
         # every predicted token of the packed split, BOS/EOS included, per note
@@ -155,7 +161,9 @@ def load_local_runs(study_dir: str | Path, *, exclude: Iterable[str | Path] = ()
         ``wall_clock_s`` seconds, ``tokens_per_second``, ``flops_per_token`` (training FLOPs
         per token incl. output head and attention), ``budget_role`` (``main``, ``grid``,
         ``isoflop``; "" when unrecorded), ``compute_budget`` (the IsoFLOP budget C
-        the run was planned for, nan for none), ``tokens_per_note_validation`` and
+        the run was planned for, nan for none), ``learning_rate`` (peak), ``seed`` (model
+        initialisation and data order), ``lr_source`` (``swept``, ``rule``, ``fixed``; "" when
+        unrecorded), ``tokens_per_note_validation`` and
         ``tokens_per_note_test`` (packed tokens per note of those splits, for loss per note),
         ``status`` (``"finished"`` for
         usable runs), ``note`` (why a row is incomplete) and ``path`` (run folder). Numeric

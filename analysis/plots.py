@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
 from analysis.fit import IsoFlopFit, PowerLawFit
+from analysis.lr_sweep import LrRule, SizeSweep
+from analysis.prediction_check import HoldoutCheck
 
 N_LABELS = {
     "N": "non-embedding parameters N",
@@ -62,21 +64,27 @@ def plot_scaling(
     fit: PowerLawFit | None,
     metric: str = "eval_loss",
     n_column: str = "N",
+    *,
+    d_text: str = "",
+    holdout: HoldoutCheck | None = None,
 ) -> Figure:
     """Log-log plot of final loss against model size, with the fitted law and its band.
 
     Args:
         df: Runs to draw, with columns ``n_column``, ``metric`` and ``size`` (e.g. the used
             rows of `analysis.loaders.load_local_runs`); rows with nan are skipped.
-        fit: Result of `analysis.fit.fit_power_law` on the same points, or None (fewer than
-            3 runs): then only the points are drawn.
+        fit: Result of `analysis.power_law.fit_power_law` on the same points, or None (fewer
+            than 3 sizes): then only the points are drawn.
         metric: Loss column, nats/token (default ``"eval_loss"``).
         n_column: Parameter-count column, ``"N"`` (non-embedding) or ``"N_total"``.
+        d_text: the token budget D of the runs, for the title.
+        holdout: the prediction check (`analysis.prediction_check.HoldoutCheck`); its
+            prediction and interval are drawn at the held-out size.
 
     Returns:
         A Figure with labelled log-log axes, a legend and, with a fit, the curve
-        ``a * N**(-alpha) + c``, its pointwise bootstrap band and an annotation of alpha
-        with its interval.
+        ``a * N**(-alpha) + c``, its pointwise profile-likelihood band (lighter where it
+        extrapolates beyond the largest run), and an annotation of alpha with its interval.
     """
     fig, ax = _new_figure()
     data = df[[n_column, metric, "size"]].dropna(subset=[n_column, metric]) if len(df) else df
@@ -85,6 +93,7 @@ def plot_scaling(
     ax.set_xlabel(N_LABELS.get(n_column, n_column))
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.grid(True, which="both", alpha=0.3)
+    at_d = f" at D = {d_text} tokens" if d_text else ""
     if len(data) == 0:
         _empty_note(ax, "no finished runs to plot")
         return fig
@@ -92,27 +101,92 @@ def plot_scaling(
     n, loss = data[n_column].to_numpy(float), data[metric].to_numpy(float)
     ax.scatter(n, loss, color="C0", zorder=3, label=f"runs ({len(data)})")
     ax.margins(0.08)  # room for the size labels next to the extreme points
+    labelled = set()
     for x, y, size in zip(n, loss, data["size"], strict=True):
-        ax.annotate(str(size), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        if size not in labelled:  # one label per size when seeds repeat it
+            ax.annotate(str(size), (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+            labelled.add(size)
 
     if fit is None:
-        ax.set_title("Final loss vs. model size (no fit: fewer than 3 runs)")
+        ax.set_title(f"Final loss vs. model size{at_d}\n(no fit: fewer than 3 sizes)", fontsize=10)
     else:
         grid = np.geomspace(n.min() / 1.5, n.max() * 1.5, 200)
         ax.plot(grid, fit.predict(grid), color="C1",
                 label=rf"fit $L = a N^{{-\alpha}} + c$, $c$ = {fit.c:.3g}")
-        low, high = fit.predict_band(grid)
         pct = f"{100 * fit.confidence:g}%"
-        if np.all(np.isfinite(low)):
-            ax.fill_between(grid, low, high, color="C1", alpha=0.2, linewidth=0,
-                            label=f"{pct} bootstrap band ({fit.n_bootstrap_used} refits)")
+        if fit.has_intervals:
+            # the profile band is costly per point: 16 points up to the largest run, 6 beyond it
+            band = np.concatenate([np.geomspace(grid[0], n.max(), 16), np.geomspace(n.max(), grid[-1], 7)[1:]])
+            low, high = fit.predict_band(band)
+            ax.fill_between(band[:16], low[:16], high[:16], color="C1", alpha=0.25, linewidth=0,
+                            label=f"{pct} band of the law (profile likelihood)")
+            ax.fill_between(band[15:], low[15:], high[15:], color="C1", alpha=0.1, linewidth=0, hatch="//",
+                            label="band beyond the largest run: extrapolation")
+        if holdout is not None and np.isfinite(holdout.predicted):
+            lo, hi = holdout.interval
+            yerr = [[holdout.predicted - lo], [hi - holdout.predicted]] if np.isfinite(lo) else None
+            ax.errorbar([holdout.x], [holdout.predicted], yerr=yerr, fmt="D", color="C3", mfc="none", capsize=4,
+                        zorder=4, label=f"predicted without the largest size ({100 * holdout.rel_error:+.1f} %)")
         lo, hi = fit.alpha_ci
-        ci = f"\n{pct} CI [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "\n(no interval: 3 points)"
+        ci = (f"\n{pct} CI [{lo:.3f}, {hi:.3f}]" if fit.has_intervals else "\n(no interval: no residual dof)")
         ax.text(0.97, 0.97, rf"$\alpha$ = {fit.alpha:.3f}{ci}", transform=ax.transAxes,
                 ha="right", va="top", bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8})
-        ax.set_title("Final loss vs. model size")
+        ax.set_title(f"Final loss vs. model size{at_d}", fontsize=10)
     _readable_log_yaxis(ax)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="lower left", fontsize=7)
+    return fig
+
+
+def plot_lr_sweeps(sweeps: dict[str, SizeSweep], rule: LrRule | None, used: pd.DataFrame, metric: str,
+                   n_column: str) -> Figure:
+    """Left: loss against learning rate for each swept size, its best rate marked. Right: the
+    refined best rate lr* against N with the fitted rule and its interval, and the sizes the
+    rule set.
+
+    Args:
+        sweeps: size -> `analysis.lr_sweep.SizeSweep`.
+        rule: the fitted `analysis.lr_sweep.LrRule`, or None.
+        used: the runs L(N) uses (for the rule-set sizes' N and rate).
+        metric: loss column (the y label).
+        n_column: N column.
+    """
+    fig = Figure(figsize=(10, 4.2), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax, ax_rule = fig.subplots(1, 2)
+    colors = _size_colors(list(sweeps))
+    for size, sweep in sweeps.items():
+        ax.plot(sweep.learning_rates, sweep.losses, "o-", color=colors[size], markersize=4,
+                label=f"{size} (N = {_si(sweep.n)})" + (" — edge!" if sweep.edge else ""))
+        ax.plot([sweep.best_lr], [sweep.best_loss], "*", color=colors[size], markersize=13, markeredgecolor="black")
+    ax.set_xscale("log")
+    ax.set_xlabel("peak learning rate")
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title("Loss vs. learning rate (star: best of each size)", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax_rule.set_xscale("log")
+    ax_rule.set_yscale("log")
+    ax_rule.set_xlabel(N_LABELS.get(n_column, n_column))
+    ax_rule.set_ylabel("best learning rate lr*")
+    ax_rule.grid(True, which="both", alpha=0.3)
+    for size, sweep in sweeps.items():
+        ax_rule.plot([sweep.n], [sweep.lr_star], "o", color=colors[size], mfc="none" if sweep.edge else colors[size])
+    ruled = used[used["lr_source"] == "rule"].drop_duplicates("size")
+    if rule is not None:
+        n_all = [*rule.n, *ruled[n_column].tolist()]
+        grid = np.geomspace(min(n_all) / 1.3, max(n_all) * 1.3, 50)
+        ax_rule.plot(grid, [rule.predict(x) for x in grid], color="black",
+                     label=rf"lr* = k N$^{{-\gamma}}$, $\gamma$ = {rule.gamma:.2f}")
+        bands = np.array([rule.interval(x) for x in grid])
+        if np.all(np.isfinite(bands)):
+            ax_rule.fill_between(grid, bands[:, 0], bands[:, 1], color="0.5", alpha=0.2, linewidth=0,
+                                 label=f"{100 * rule.confidence:g}% interval for a new size")
+    if len(ruled):
+        ax_rule.plot(ruled[n_column], ruled["learning_rate"], "s", color="C3", mfc="none",
+                     label="sizes trained at the rule's rate")
+    ax_rule.set_title("Best learning rate vs. size (open: edge of grid)", fontsize=10)
+    if ax_rule.get_legend_handles_labels()[0]:
+        ax_rule.legend(fontsize=7)
     return fig
 
 
@@ -252,9 +326,10 @@ def plot_frontier(runs: pd.DataFrame, curves: pd.DataFrame, fit: PowerLawFit | N
         grid = np.geomspace(front["C_x"].min() / 1.2, top, 200)
         ax.plot(grid, fit.predict(grid), color="C3",
                 label=rf"$L(C) = a C^{{-\gamma}} + c$, $\gamma$ = {fit.alpha:.3f}, $c$ = {fit.c:.3g}")
-        low, high = fit.predict_band(grid)
+        band = np.geomspace(grid[0], grid[-1], 24)  # the profile band is costly per point
+        low, high = fit.predict_band(band)
         if np.all(np.isfinite(low)):
-            ax.fill_between(grid, low, high, color="C3", alpha=0.15, linewidth=0)
+            ax.fill_between(band, low, high, color="C3", alpha=0.15, linewidth=0)
     ax.set_title("Loss vs. compute (faint: evaluations during training)")
     _readable_log_yaxis(ax)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=7)

@@ -136,4 +136,4 @@ def test_two_runs_no_fit(tmp_path: Path, capsys):
     assert fit["fitted"] is False and "Fewer than 3" in fit["reason"]
     for name in ("scaling_plot.png", "training_curves.png", "summary_table.md", "report.md"):
         assert (out / name).stat().st_size > 0
-    assert "fewer than 3 finished runs" in (out / "report.md").read_text().lower()
+    assert "fewer than 3 sizes have a finished run" in (out / "report.md").read_text().lower()

@@ -11,7 +11,7 @@ from transformers import GPT2Config
 from configs import SIZES_DIR
 
 STUDY_SIZES = ("tiny", "small", "medium", "large", "xl")
-DEMO_SIZES = ("demo1", "demo2", "demo3", "demo4", "demo5")
+DEMO_SIZES = ("micro1", "micro2", "demo0", "demo1", "demo2", "demo3", "demo4", "demo5")
 # One-epoch training never repeats data, so there is nothing to regularize (Pythia,
 # Chinchilla and nanoGPT's pretraining runs use no dropout either).
 _SIZE_FREE_DEFAULTS = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}

@@ -58,6 +58,31 @@ class StudyArguments:
         "choices": ["main", "grid", "isoflop"]})
     compute_budget: float = field(default=0.0, metadata={
         "help": "The IsoFLOP budget this run belongs to (set by scripts/run_study.py; recorded for the analysis)."})
+    # Learning rate per size (read by scripts/run_study.py; Porian et al. 2024, sec. 4)
+    lr_sweep_factors: list[float] = field(default_factory=list, metadata={
+        "help": "Sweep the learning rate: each swept size trains at its centre rate times each factor (log-spaced, "
+                "e.g. [0.5, 0.71, 1.0, 1.41, 2.0]) on the main budget, and the study keeps the best by validation "
+                "loss. The centre is learning_rate for the first swept size, then the rule fitted to the sizes swept "
+                "so far (the previous size's best while there is one). Empty: every size trains at learning_rate."})
+    lr_sweep_sizes: list[str] = field(default_factory=list, metadata={
+        "help": "Sizes to sweep (empty: every size). The others train at the rule lr*(N) = k N^-gamma fitted to "
+                "the swept sizes' best rates (written to <study>/lr_rule.json)."})
+    lr_sweep_extend: int = field(default=2, metadata={
+        "help": "When a swept size's best rate is the lowest or highest of its grid, add up to this many rates "
+                "beyond it, one at a time, until the best is inside."})
+    repeat_seeds: list[int] = field(default_factory=list, metadata={
+        "help": "Further seeds (model initialisation and data order): each size's run at its chosen learning rate "
+                "is repeated with each, so the analysis can measure the run-to-run noise."})
+    repeat_sizes: list[str] = field(default_factory=list, metadata={
+        "help": "Sizes repeated with repeat_seeds (empty: every size)."})
+    lr_rule: str = field(default="", metadata={
+        "help": "A learning-rate rule file (lr_rule.json of a study with a sweep): this run's learning rate is the "
+                "rule's at its N. scripts/train.py uses <output-dir>/../lr_rule.json by itself when there is one "
+                "and --learning_rate is not given."})
+    lr_source: str = field(default="fixed", metadata={
+        "help": "Where this run's learning rate came from: 'fixed' (learning_rate), 'swept' (one point of a sweep) "
+                "or 'rule' (lr_rule); set by scripts/run_study.py and scripts/train.py, recorded for the analysis.",
+        "choices": ["fixed", "swept", "rule"]})
     # Read by scripts/run_study.py once every size has trained (scripts/generate.py has the same options).
     sample_count: int = field(default=0, metadata={
         "help": "Pieces scripts/run_study.py samples from each finished size (0: none), with piano rolls "
@@ -79,6 +104,14 @@ class StudyArguments:
         if any(d <= 0 for d in self.token_budgets) or any(not c > 0 for c in self.isoflop_budgets):
             raise ValueError(f"token_budgets and isoflop_budgets must be positive; got {self.token_budgets} "
                              f"and {self.isoflop_budgets}.")
+        if any(not f > 0 for f in self.lr_sweep_factors) or self.lr_sweep_extend < 0:
+            raise ValueError(f"lr_sweep_factors must be > 0 and lr_sweep_extend >= 0; got {self.lr_sweep_factors} "
+                             f"and {self.lr_sweep_extend}.")
+        if self.lr_sweep_factors and len(self.lr_sweep_factors) < 3:
+            raise ValueError(f"lr_sweep_factors {self.lr_sweep_factors}: a sweep needs 3 or more rates to place a "
+                             "best rate between two others (e.g. [0.5, 0.71, 1.0, 1.41, 2.0]).")
+        if self.lr_sweep_sizes and not self.lr_sweep_factors:
+            raise ValueError("lr_sweep_sizes is set but lr_sweep_factors is empty; give the factors of the sweep.")
         if self.sample_count < 0 or self.sample_max_new_tokens < 0:
             raise ValueError("sample_count and sample_max_new_tokens must be >= 0; got "
                              f"{self.sample_count} and {self.sample_max_new_tokens}.")

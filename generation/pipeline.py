@@ -242,8 +242,8 @@ def sample_study(study_dir: str | Path, sizes: list[str], *, count: int, seed: i
     in one size is logged and the next size still runs.
 
     Args:
-        study_dir: the study folder (one sub-folder per size).
-        sizes: size names or size files, as given to ``scripts/run_study.py``.
+        study_dir: the study folder (one sub-folder per run).
+        sizes: run folder names (e.g. ``demo3``, ``demo1-lr0.0141``) or size files.
         count: samples per size (>= 1).
         seed: sampling seed, the same for every size.
         dataset: the prepared dataset, for the test-split comparison.
@@ -257,7 +257,7 @@ def sample_study(study_dir: str | Path, sizes: list[str], *, count: int, seed: i
     """
     status = {}
     for size in sizes:
-        run_dir = Path(study_dir) / Path(size).stem
+        run_dir = Path(study_dir) / (Path(size).stem if size.endswith((".yaml", ".yml")) else size)
         if not (run_dir / "run_summary.json").is_file():
             status[size] = "no run"
             continue

@@ -18,11 +18,13 @@ scripts/generate.py); scripts/analyze.py puts them in its report.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
 from pathlib import Path
 
+from analysis.lr_sweep import LrRule
 from configs.cli import run_main
 from configs.models import load_size, size_table
 from configs.study import (
@@ -31,9 +33,14 @@ from configs.study import (
     TrainingArguments,
     parse_with_study,
 )
+from data.io import write_json_atomic
 from training.hub import repo_id_for_size
-from training.run import RUN_SUMMARY_FILENAME, RunArguments, check_plan, read_dataset_stats
-from training.study import RESULTS_FILENAME, PlannedRun, plan_study_runs, run_study
+from training.run import LR_RULE_FILENAME, RUN_SUMMARY_FILENAME, RunArguments, check_plan, read_dataset_stats
+from training.study import RESULTS_FILENAME, PlannedRun, plan_study_runs, run_name, run_study, sweep_learning_rates
+
+
+def _stem(size: str) -> str:
+    return Path(size).stem
 
 
 def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
@@ -111,13 +118,49 @@ def main(argv: list[str] | None = None) -> int:
     command = [*shlex.split(args.launcher), str(train_script), "--dataset", args.dataset,
                "--study", args.study, *passthrough]
     per_size = (lambda size: ["--hub_model_id", repo_id_for_size(hub_id, size)]) if hub_id else None
-    results = run_study(runs, args.output_dir, command, size_args=per_size)
+    study_dir = Path(args.output_dir)
+
+    # --- learning rate of each size: a sweep and the rule lr*(N), or the study's one rate
+    lr_of = {size: PlannedRun(size, run_name(size), learning_rate=None, lr_source="fixed") for size in sizes}
+    if study.lr_sweep_factors:
+        swept = [s for s in sizes if not study.lr_sweep_sizes or _stem(s) in map(_stem, study.lr_sweep_sizes)]
+        sweeps, rule = sweep_learning_rates(swept, n_params, study_dir, command, centre=training_args.learning_rate,
+                                            factors=study.lr_sweep_factors, extend=study.lr_sweep_extend)
+        write_json_atomic(study_dir / LR_RULE_FILENAME, {
+            "rule": rule.to_dict() if isinstance(rule, LrRule) else None,
+            "reason": rule if isinstance(rule, str) else "", "sweeps": {k: v.to_dict() for k, v in sweeps.items()}})
+        for size in sizes:
+            sweep = sweeps.get(_stem(size))
+            if sweep is not None:  # its best sweep run is its run of the main budget
+                lr_of[size] = PlannedRun(size, sweep.run_names[0], learning_rate=sweep.best_lr, lr_source="swept")
+            elif isinstance(rule, LrRule):
+                lr_of[size] = PlannedRun(size, run_name(size), learning_rate=rule.predict(n_params[size]),
+                                         lr_source="rule", lr_rule=str(study_dir / LR_RULE_FILENAME))
+                print(f"{_stem(size)}: learning rate {lr_of[size].learning_rate:.3g} from the rule "
+                      f"lr*(N) = {rule.k:.3g} N^-{rule.gamma:.3f}")
+            else:
+                del lr_of[size]
+                print(f"{_stem(size)}: not trained: no learning rate ({rule})")
+
+    # --- every other run: unswept sizes, repeats with other seeds, extra budgets, each at its size's rate
+    def at_rate(run: PlannedRun, **changes: object) -> PlannedRun:
+        chosen = lr_of[run.size]
+        return dataclasses.replace(run, learning_rate=chosen.learning_rate, lr_source=chosen.lr_source,
+                                   lr_rule=chosen.lr_rule, **changes)
+
+    todo = [lr_of[s] for s in lr_of if lr_of[s].lr_source != "swept"]
+    repeated = [s for s in lr_of if not study.repeat_sizes or _stem(s) in map(_stem, study.repeat_sizes)]
+    todo += [at_rate(lr_of[s], run_name=f"{lr_of[s].run_name}-s{seed}", seed=seed)
+             for seed in study.repeat_seeds for s in repeated]
+    todo += [at_rate(r) for r in runs[len(sizes):] if r.size in lr_of]
+    run_study(todo, study_dir, command, size_args=per_size)
+    results = json.loads((study_dir / RESULTS_FILENAME).read_text())  # every run of the study, sweeps included
     if study.sample_count:
         from generation.pipeline import sample_study
 
         print(f"Sampling {study.sample_count} pieces from each size")
-        sample_study(args.output_dir, sizes, count=study.sample_count, seed=training_args.seed,
-                     dataset=args.dataset, max_new_tokens=study.sample_max_new_tokens,
+        sample_study(study_dir, [r.run_name for r in lr_of.values()], count=study.sample_count,
+                     seed=training_args.seed, dataset=args.dataset, max_new_tokens=study.sample_max_new_tokens,
                      min_new_tokens=study.sample_min_new_tokens,
                      temperature=study.sample_temperature, top_k=study.sample_top_k, top_p=study.sample_top_p)
     failed = [r["run_name"] for r in results if r["status"] == "failed"]

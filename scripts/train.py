@@ -6,7 +6,9 @@ r"""Train one model size of a study on a prepared dataset.
 
 Hyperparameters come from the study YAML (--study, default configs/study.yaml); any
 StudyArguments or TrainingArguments field can be overridden by a flag
-(e.g. --learning_rate 1e-3). Writes the model (safetensors), tokenizer.json,
+(e.g. --learning_rate 1e-3). In a study whose learning-rate sweep fitted a rule
+lr*(N) (<study>/lr_rule.json beside --output-dir, or --lr_rule PATH), the learning rate is
+the rule's at this size's N unless --learning_rate is given. Writes the model (safetensors), tokenizer.json,
 trainer_state.json and run_summary.json into --output-dir, and checkpoints while it
 trains: run the same command again after a crash or a kill and it resumes from the last
 one. Logs to Weights & Biases (offline by itself without credentials; --no-wandb: off).
@@ -15,13 +17,15 @@ one. Logs to Weights & Biases (offline by itself without credentials; --no-wandb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
+from pathlib import Path
 
 from configs.cli import run_main
 from configs.study import StudyArguments, TrainingArguments, parse_with_study
-from training.run import RunArguments, train_size
+from training.run import LR_RULE_FILENAME, RunArguments, train_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ValueError("--push-to-hub needs --hub-model-id USER/NAME (the Hub repository to create or update).")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    lr_given = any(a.split("=")[0] in ("--learning_rate", "--learning-rate") for a in argv)
+    if study.lr_rule and lr_given:
+        raise ValueError("--lr_rule and --learning_rate contradict each other: the rule sets the learning rate; "
+                         "give one.")
+    study_rule = Path(training_args.output_dir).parent / LR_RULE_FILENAME
+    if not study.lr_rule and not lr_given and study_rule.is_file() and json.loads(study_rule.read_text()).get("rule"):
+        # a new size in a study whose sweep fitted lr*(N) trains at the rule's rate, as the study's sizes did
+        print(f"Learning rate from the study's rule {study_rule} (give --learning_rate to override)")
+        study = dataclasses.replace(study, lr_rule=str(study_rule))
     summary = train_size(run, study, training_args)
     if summary:
         keys = ("size", "n_params_non_embedding", "tokens_trained", "eval_loss", "test_loss", "tokens_per_second")

@@ -22,6 +22,7 @@ import torch
 from datasets import DatasetDict, load_from_disk
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, set_seed
 
+from analysis.lr_sweep import RULE_FORMULA, LrRule
 from configs.models import build_model_config, count_parameters, load_size
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
 from data.io import default_file_mode, write_json_atomic
@@ -32,6 +33,7 @@ from training.tracking import dataset_fingerprint, git_commit, start_wandb_run, 
 
 logger = logging.getLogger(__name__)
 RUN_SUMMARY_FILENAME = "run_summary.json"
+LR_RULE_FILENAME = "lr_rule.json"  # written by scripts/run_study.py after a learning-rate sweep
 
 
 @dataclass
@@ -63,6 +65,21 @@ def read_dataset_stats(path: str | Path) -> dict[str, Any]:
                f"  python scripts/prepare_data.py --source builtin --output {path}")
         raise FileNotFoundError(msg)
     return json.loads((path / STATS_FILENAME).read_text())
+
+
+def read_lr_rule(path: str | Path) -> LrRule:
+    """The learning-rate rule a study's sweep wrote (``lr_rule.json``, see `analysis.lr_sweep.LrRule`).
+
+    Raises:
+        FileNotFoundError: no such file; says where rules come from.
+        ValueError: the file is not a rule.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No learning-rate rule at {path}: scripts/run_study.py writes <study>/lr_rule.json "
+                                "after a sweep (lr_sweep_factors in the study file).")
+    data = json.loads(path.read_text())
+    return LrRule.from_dict(data.get("rule") if isinstance(data.get("rule"), dict) else data)
 
 
 def load_prepared_dataset(path: str | Path) -> tuple[DatasetDict, dict[str, Any]]:
@@ -303,6 +320,14 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     config = build_model_config(run.size, len(tok), block_size, ids["bos"], ids["eos"], ids["pad"])
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     counts = count_parameters(config)
+    rule = None
+    if study.lr_rule:  # the study's rule lr*(N) sets this size's learning rate
+        rule = read_lr_rule(study.lr_rule)
+        training_args = dataclasses.replace(training_args,
+                                            learning_rate=rule.predict(counts["n_params_non_embedding"]))
+        study = dataclasses.replace(study, lr_source="rule")
+        logger.info("learning rate %.4g from the rule %s at N = %d (%s)", training_args.learning_rate,
+                    RULE_FORMULA, counts["n_params_non_embedding"], study.lr_rule)
     assert counts["n_params"] == model.num_parameters(), "closed-form count disagrees with the model"
     assert counts["n_params_non_embedding"] == model.num_parameters(exclude_embeddings=True)
 
@@ -317,7 +342,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     wandb_run = None
     if use_wandb:  # only ever true on the main process
         wandb_run = start_wandb_run(output_dir, *wandb_mode_reason, project=study.wandb_project, group=study.study_name,
-                                    name=Path(run.size).stem, config={
+                                    name=training_args.run_name, config={
             "size": run.size, "N": counts["n_params_non_embedding"], "N_total": counts["n_params"],
             "D_planned": n_tokens, "C_planned": 6 * counts["n_params_non_embedding"] * n_tokens,
             "C_total_planned": 6 * counts["n_params"] * n_tokens, "steps": max_steps,
@@ -392,6 +417,8 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
             # is this session's throughput
             "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
             "tokens_per_second": tokens_per_second,
+            "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": study.lr_source,
+            **({"lr_rule": rule.to_dict()} if rule is not None else {}),
             "flops_per_token": fpt, "device_name": device_name,
             "peak_flops_per_device": peak,
             "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,

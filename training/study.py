@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from analysis.lr_sweep import LrRule, SizeSweep, fit_lr_rule, sweep_of_size
 from data.io import write_json_atomic
 from training.run import RUN_SUMMARY_FILENAME
 
@@ -26,32 +29,72 @@ _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops"
 MIN_STEPS_PER_RUN = 20  # fewer optimizer steps leave warmup + cosine decay meaningless
 
 
+def run_name(size: str, *, tokens: int | None = None, compute: float | None = None,
+             learning_rate: float | None = None, seed: int | None = None) -> str:
+    """The folder name of a study's run, from what sets it apart; the one place names are made.
+
+    ``<size>`` for the main budget, ``-D<tokens>`` for an extra token budget, ``-C<FLOPs>`` for
+    an IsoFLOP budget, ``-lr<rate>`` for one point of a learning-rate sweep, ``-s<seed>`` for a
+    repeat with another seed; e.g. ``demo3``, ``demo3-C1e12``, ``demo1-lr0.0141-s2``.
+    """
+    name = Path(size).stem
+    if tokens is not None:
+        name += f"-D{tokens}"
+    if compute is not None:
+        name += f"-C{_flops_label(compute)}"
+    if learning_rate is not None:
+        name += f"-lr{learning_rate:.3g}"
+    if seed is not None:
+        name += f"-s{seed}"
+    return name
+
+
 @dataclass(frozen=True)
 class PlannedRun:
-    """One training run of a study: a size trained on a token budget.
+    """One training run of a study: a size trained on a token budget at a learning rate.
 
     Attributes:
         size: size name or size file (``--size``).
-        run_name: its folder under the study: the size's name for the study's main budget,
-            ``<size>-D<tokens>`` for an extra token budget, ``<size>-C<FLOPs>`` for an
-            IsoFLOP budget.
+        run_name: its folder under the study (see `run_name`).
         max_tokens: D, tokens to train on (a whole number of optimizer steps); None = the
             study's own ``max_tokens``.
         compute_budget: the IsoFLOP budget C (FLOPs) the run belongs to, 0 for none.
+        learning_rate: the peak learning rate; None = the study's ``learning_rate``.
+        lr_source: where it came from (``fixed``, ``swept``, ``rule``); "" = the study's default.
+        lr_rule: the rule file that sets the rate (with ``lr_source`` ``rule``), "" for none.
+        seed: the seed; None = the study's ``seed``.
     """
 
     size: str
     run_name: str
     max_tokens: int | None = None
     compute_budget: float = 0.0
+    learning_rate: float | None = None
+    lr_source: str = ""
+    lr_rule: str = ""
+    seed: int | None = None
+
+    @property
+    def main_budget(self) -> bool:
+        """Whether the run trains on the study's own budget (the runs L(N) is fitted on)."""
+        return self.max_tokens is None
 
     def train_args(self) -> list[str]:
-        """Extra ``scripts/train.py`` arguments (budget and IsoFLOP label) for this run."""
-        if self.max_tokens is None:
-            return []
-        role = ["--budget_role", "isoflop", "--compute_budget", repr(float(self.compute_budget))] \
-            if self.compute_budget else ["--budget_role", "grid"]
-        return ["--max_tokens", str(self.max_tokens), *role]
+        """Extra ``scripts/train.py`` arguments (budget, IsoFLOP label, learning rate, seed) for this run."""
+        args = []
+        if self.max_tokens is not None:
+            role = ["--budget_role", "isoflop", "--compute_budget", repr(float(self.compute_budget))] \
+                if self.compute_budget else ["--budget_role", "grid"]
+            args += ["--max_tokens", str(self.max_tokens), *role]
+        if self.lr_rule:
+            args += ["--lr_rule", self.lr_rule]
+        elif self.learning_rate is not None:
+            args += ["--learning_rate", repr(float(self.learning_rate))]
+        if self.lr_source and not self.lr_rule:
+            args += ["--lr_source", self.lr_source]
+        if self.seed is not None:
+            args += ["--seed", str(self.seed)]
+        return args
 
 
 def _flops_label(c: float) -> str:
@@ -89,7 +132,7 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
         ValueError: a token budget under ``min_steps`` steps or over one epoch (its value,
             the limits and what to change).
     """
-    runs = [PlannedRun(size, Path(size).stem) for size in sizes]
+    runs = [PlannedRun(size, run_name(size)) for size in sizes]
     notes = []
     low, high = min_steps * tokens_per_step, epoch_tokens
     for d in token_budgets:
@@ -97,7 +140,7 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
         if not min_steps <= steps <= epoch_tokens // tokens_per_step:
             raise ValueError(f"token budget {d:,} gives {steps} steps of {tokens_per_step:,} tokens; token_budgets "
                              f"must lie between {low:,} ({min_steps} steps) and {high:,} (one epoch).")
-        runs += [PlannedRun(size, f"{Path(size).stem}-D{steps * tokens_per_step}", steps * tokens_per_step)
+        runs += [PlannedRun(size, run_name(size, tokens=steps * tokens_per_step), steps * tokens_per_step)
                  for size in sizes]
     for c in isoflop_budgets:
         kept = 0
@@ -109,7 +152,7 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
                 notes.append(f"IsoFLOP C={c:.3g}: {size} left out (D = C/6N = {c / (6 * n_params[size]):,.0f} "
                              f"tokens, {why})")
                 continue
-            runs.append(PlannedRun(size, f"{Path(size).stem}-C{_flops_label(c)}", d, float(c)))
+            runs.append(PlannedRun(size, run_name(size, compute=c), d, float(c)))
             kept += 1
         if kept < 3:
             notes.append(f"IsoFLOP C={c:.3g} keeps only {kept} size(s); its profile needs 3 or more "
@@ -159,6 +202,11 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
         entry: dict[str, Any] = {"size": size, "run_name": name, "max_tokens": run.max_tokens,
                                  "compute_budget": run.compute_budget or None, "run_dir": str(run_dir)}
         if summary_path.is_file():
+            trained_lr = (_read_summary(study_dir, name) or {}).get("learning_rate")
+            if run.learning_rate and trained_lr and abs(trained_lr / run.learning_rate - 1) > 1e-3:
+                raise ValueError(f"{run_dir} was trained at learning rate {trained_lr:.4g}, but the study now plans "
+                                 f"{run.learning_rate:.4g} for it ({run.lr_source}); delete the folder to retrain "
+                                 "it, or use another --output-dir.")
             entry["status"] = "existing"
             log(f"[{i}/{len(runs)}] {name}: run_summary.json exists, skipped")
         else:
@@ -167,8 +215,8 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
             log(f"[{i}/{len(runs)}] {name}: training (log: {log_path})")
             t0 = time.time()
             with log_path.open("w") as f:
-                main_run = run.max_tokens is None
-                extra = (size_args(size) if size_args and main_run else []) + run.train_args()
+                first = run.main_budget and run.seed is None and run.lr_source != "swept"
+                extra = (size_args(size) if size_args and first else []) + run.train_args()
                 proc = subprocess.run([*train_command, "--size", size, "--output_dir", str(run_dir), *extra],
                                       stdout=f, stderr=subprocess.STDOUT, check=False)
             entry["seconds"] = round(time.time() - t0, 1)
@@ -190,3 +238,78 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
         results.append(entry)
         write_json_atomic(study_dir / RESULTS_FILENAME, earlier + results)  # partial results survive a crash
     return results
+
+
+def _read_summary(study_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((study_dir / name / RUN_SUMMARY_FILENAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _sweep_grid(centre: float, factors: list[float]) -> list[float]:
+    """``centre * factor`` for each factor, rounded to 3 significant digits (the folder names' precision)."""
+    return sorted({float(f"{centre * f:.3g}") for f in factors})
+
+
+def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: str | Path,
+                         train_command: list[str], *, centre: float, factors: list[float], extend: int = 2,
+                         metric: str = "eval_loss", log: Any = print) -> tuple[dict[str, SizeSweep], LrRule | str]:
+    """Sweep each size's learning rate on the main budget, smallest size first, and fit lr*(N).
+
+    Each size trains at ``centre_i * f`` for every factor ``f`` (runs ``<size>-lr<rate>``, see
+    `run_name`), where ``centre_i`` is ``centre`` for the first size, then the rule
+    lr*(N) = k N^-gamma fitted to the sizes swept so far (or the previous size's lr* while
+    only one is known), since the best rate falls with width. When the best rate is the
+    lowest or highest tried, up to ``extend`` further rates are added beyond it, one at a
+    time, with the grid's outer ratio. Finished runs are reused, so a killed sweep resumes.
+
+    Args:
+        sizes: sizes to sweep.
+        n_params: size -> non-embedding N.
+        study_dir: the study folder.
+        train_command: as for `run_study`.
+        centre: the first size's centre learning rate (the study's ``learning_rate``).
+        factors: the grid's multiples of the centre (>= 3 of them).
+        extend: most rates added beyond an edge, per size.
+        metric: the loss that picks the best (``eval_loss``: validation).
+        log: progress lines.
+
+    Returns:
+        ``(sweeps, rule)``: size -> `analysis.lr_sweep.SizeSweep` for every size with a
+        finished run, and the `analysis.lr_sweep.LrRule` fitted to them (or why there is none).
+    """
+    study_dir = Path(study_dir)
+    sweeps: dict[str, SizeSweep] = {}
+    rule: LrRule | str = "no size swept yet"
+    for size in sorted(sizes, key=lambda s: n_params[s]):
+        known = list(sweeps.values())
+        size_centre = (rule.predict(n_params[size]) if isinstance(rule, LrRule)
+                       else known[-1].lr_star if known else centre)
+        rates = _sweep_grid(size_centre, factors)
+        ratio_low, ratio_high = rates[1] / rates[0], rates[-1] / rates[-2]
+        log(f"sweep {Path(size).stem}: learning rates {', '.join(f'{r:.3g}' for r in rates)}"
+            f" around {size_centre:.3g}")
+        for added in range(extend + 1):
+            planned = [PlannedRun(size, run_name(size, learning_rate=r), learning_rate=r, lr_source="swept")
+                       for r in rates]
+            run_study(planned, study_dir, train_command, log=log)
+            rows = [{"run_name": r.run_name, "learning_rate": r.learning_rate, metric: summary.get(metric)}
+                    for r in planned if (summary := _read_summary(study_dir, r.run_name)) and summary.get(metric)]
+            if not rows:
+                log(f"sweep {Path(size).stem}: no run finished; the size is left out of the sweep")
+                break
+            sweep = sweep_of_size(Path(size).stem, n_params[size], pd.DataFrame(rows), metric)
+            if not sweep.edge or added == extend:
+                break
+            rates.append(float(f"{rates[-1] * ratio_high:.3g}") if sweep.edge == "high"
+                         else float(f"{rates[0] / ratio_low:.3g}"))
+            rates.sort()
+            log(f"sweep {Path(size).stem}: best rate {sweep.best_lr:.3g} at the {sweep.edge} edge; adding "
+                f"{rates[-1] if sweep.edge == 'high' else rates[0]:.3g}")
+        if rows:
+            sweeps[Path(size).stem] = sweep
+            log(f"sweep {Path(size).stem}: best {sweep.best_lr:.3g} ({metric} {sweep.best_loss:.4f}), "
+                f"lr* {sweep.lr_star:.3g}" + (f"; WARNING: {sweep.warning}" if sweep.edge else ""))
+            rule = fit_lr_rule(sweeps)
+    return sweeps, rule

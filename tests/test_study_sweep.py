@@ -1,0 +1,109 @@
+"""A study that sweeps learning rates, fits the rule lr*(N), repeats seeds, and is analyzed: real tiny runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from tests_helpers import load_script
+
+from analysis.lr_sweep import LrRule
+from analysis.report import run_analysis
+
+
+def _summary(folder):
+    return json.loads((folder / "run_summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def sweep_study(tiny_setup, tmp_path_factory):
+    root, study, sizes = tiny_setup
+    sweep_yaml = tmp_path_factory.mktemp("sweep") / "sweep.yaml"
+    sweep_yaml.write_text(study.read_text().replace("max_tokens: 15360", "max_tokens: 5120")
+                          + "lr_sweep_factors: [0.5, 1.0, 2.0]\n"
+                          f"lr_sweep_sizes: [{sizes['w16']}, {sizes['w32']}]\nlr_sweep_extend: 1\n"
+                          f"repeat_seeds: [8]\nrepeat_sizes: [{sizes['w16']}]\n")
+    out = sweep_yaml.parent / "runs"
+    code = load_script("run_study").main(["--dataset", str(root / "data"), "--study", str(sweep_yaml),
+                                          "--output-dir", str(out), "--sizes", *map(str, sizes.values())])
+    return out, sizes, code
+
+
+def test_sweep_runs_are_recorded_and_the_best_is_chosen(sweep_study):
+    out, _, code = sweep_study
+    assert code == 0
+    saved = json.loads((out / "lr_rule.json").read_text())
+    assert set(saved["sweeps"]) == {"w16", "w32"}
+    for size, sweep in saved["sweeps"].items():
+        runs = {p.name: _summary(p) for p in out.glob(f"{size}-lr*") if (p / "run_summary.json").is_file()}
+        assert {r["lr_source"] for r in runs.values()} == {"swept"}
+        for name, summary in runs.items():
+            rate = name.removeprefix(f"{size}-lr").split("-s")[0]
+            assert summary["learning_rate"] == pytest.approx(float(rate))
+        main_seed = {n: r for n, r in runs.items() if "-s" not in n.removeprefix(size)}
+        best = min(main_seed, key=lambda n: main_seed[n]["eval_loss"])
+        assert sweep["run_names"][0] == best and sweep["best_lr"] == pytest.approx(main_seed[best]["learning_rate"])
+        assert len(main_seed) == len(sweep["learning_rates"])
+        # 3 rates, plus one beyond the edge if the best was there (lr_sweep_extend: 1); a size
+        # still at an edge has spent its extension
+        assert len(sweep["learning_rates"]) in (3, 4)
+        if sweep["edge"]:
+            assert len(sweep["learning_rates"]) == 4
+    # the first size's grid is the study's rate times the factors; the second is centred on the first's lr*
+    assert {0.0015, 0.003, 0.006} <= set(saved["sweeps"]["w16"]["learning_rates"])
+    centre = saved["sweeps"]["w16"]["lr_star"]
+    assert {float(f"{centre * f:.3g}") for f in (0.5, 1.0, 2.0)} <= set(saved["sweeps"]["w32"]["learning_rates"])
+
+
+def test_the_unswept_size_trains_at_the_rule_and_the_chosen_rate_is_repeated(sweep_study):
+    out, _, _ = sweep_study
+    saved = json.loads((out / "lr_rule.json").read_text())
+    if saved["rule"] is None:  # both optima at an edge: no rule, and the size without a rate is not trained
+        assert not (out / "w48").exists() and "needs 2 or more" in saved["reason"]
+    else:
+        rule = LrRule.from_dict(saved["rule"])
+        summary = _summary(out / "w48")
+        assert summary["lr_source"] == "rule" and summary["lr_rule"]["gamma"] == rule.gamma
+        assert summary["n_params_non_embedding"] == 2 * (12 * 48**2 + 13 * 48) + 2 * 48
+        assert summary["learning_rate"] == pytest.approx(rule.predict(summary["n_params_non_embedding"]))
+    best = saved["sweeps"]["w16"]["run_names"][0]
+    repeat = _summary(out / f"{best}-s8")
+    assert repeat["seed"] == 8 and repeat["learning_rate"] == pytest.approx(saved["sweeps"]["w16"]["best_lr"])
+    assert repeat["eval_loss"] != _summary(out / best)["eval_loss"]  # another initialisation and order
+
+
+def test_the_analysis_uses_the_best_runs_and_opens_with_the_prediction_check(sweep_study):
+    out, _, _ = sweep_study
+    result = run_analysis(out, coverage_studies=20)
+    saved = json.loads((out / "lr_rule.json").read_text())
+    best16 = saved["sweeps"]["w16"]["run_names"][0]
+    assert {best16, f"{best16}-s8", saved["sweeps"]["w32"]["run_names"][0]} <= set(result.used["run_name"])
+    assert set(result.sweeps) == {"w16", "w32"}
+    assert result.sweeps["w16"].best_lr == pytest.approx(saved["sweeps"]["w16"]["best_lr"])
+    assert result.noise.dof == 1 and math.isfinite(result.noise.sigma_log)
+    sections = [line for line in result.report_md.splitlines() if line.startswith("## ")]
+    assert sections[:3] == ["## Prediction check", "## Fit", "## Learning rates"]
+    assert "learning_rates.png" in result.figures
+    others = set(result.runs["run_name"]) - set(result.used["run_name"])
+    assert all(f"`{name}`" in result.report_md for name in others if name.startswith(("w16-lr", "w32-lr")))
+
+
+def test_train_takes_the_studys_rule_unless_a_rate_is_given(tiny_setup, tmp_path):
+    root, study, sizes = tiny_setup
+    rule = LrRule(k=0.5, gamma=0.4, gamma_ci=(0.3, 0.5), confidence=0.95, sizes=("a", "b", "c"),
+                  n=(1e3, 1e4, 1e5), lr_star=(0.5e-3 * 10 ** 1.2, 0.5e-3 * 10 ** 0.8, 0.5e-3 * 10 ** 0.4))
+    (tmp_path / "lr_rule.json").write_text(json.dumps({"rule": rule.to_dict(), "sweeps": {}}))
+    train = load_script("train")
+    base = ["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study),
+            "--max_tokens", "1024", "--eval_steps", "0"]
+    assert train.main([*base, "--output_dir", str(tmp_path / "new")]) == 0
+    summary = _summary(tmp_path / "new")
+    assert summary["lr_source"] == "rule"
+    assert summary["learning_rate"] == pytest.approx(0.5 * summary["n_params_non_embedding"] ** -0.4)
+    assert train.main([*base, "--output_dir", str(tmp_path / "fixed"), "--learning_rate", "1e-3"]) == 0
+    assert _summary(tmp_path / "fixed")["learning_rate"] == 1e-3
+    assert _summary(tmp_path / "fixed")["lr_source"] == "fixed"
+    with pytest.raises(ValueError, match="contradict"):
+        train.main([*base, "--output_dir", str(tmp_path / "x"), "--learning_rate", "1e-3",
+                    "--lr_rule", str(tmp_path / "lr_rule.json")])

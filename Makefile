@@ -30,8 +30,8 @@ demo: $(DEMO_DATA)/stats.json
 	echo "Demo report: $(DEMO_ANALYSIS)/report.md"; \
 	exit $$status
 
-# the demo plus demo0 and 11 IsoFLOP runs (configs/demo_grid_study.yaml) in the same folder: reuses the
-# demo's five runs, then the report adds L(D), L(C), IsoFLOP profiles and the joint law L(N, D)
+# the demo plus 13 IsoFLOP runs (configs/demo_grid_study.yaml) in the same folder: reuses the demo's
+# runs and learning rates, then the report adds L(D), L(C), IsoFLOP profiles and the joint law L(N, D)
 demo-grid: $(DEMO_DATA)/stats.json
 	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_grid_study.yaml; \
 	status=$$?; \

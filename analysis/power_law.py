@@ -75,6 +75,16 @@ class PowerLawFit:
     _n_scale: float = field(repr=False, compare=False, default=1.0)
 
     @property
+    def n_min(self) -> float:
+        """The smallest N fitted."""
+        return float(self._x.min() * self._n_scale) if len(self._x) else float("nan")
+
+    @property
+    def n_max(self) -> float:
+        """The largest N fitted."""
+        return float(self._x.max() * self._n_scale) if len(self._x) else float("nan")
+
+    @property
     def pure_power_law(self) -> bool:
         """Whether c went to its lower bound 0 (the fit is then Kaplan's form, ``(N_c / N)**alpha``)."""
         return self.c <= 1e-6 * float(np.exp(self._log_loss.min())) if len(self._log_loss) else self.c == 0

@@ -57,6 +57,7 @@ LR_PLOT_FILE = "learning_rates.png"
 CURVES_PLOT_FILE = "training_curves.png"
 # (column, header, format) of the summary table; units in the headers.
 _TABLE_COLUMNS = [
+    ("run_name", "run", "{}"),
     ("size", "size", "{}"),
     ("N", "N (non-emb.)", "{:.3g}"),
     ("N_total", "N total", "{:.3g}"),
@@ -124,8 +125,7 @@ def summary_table(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """
     rows = []
     for _, run in runs.iterrows():
-        row = {"run_name": run["run_name"]}
-        row.update({col: _clean(run[col]) for col, _, _ in _TABLE_COLUMNS})
+        row = {col: _clean(run[col]) for col, _, _ in _TABLE_COLUMNS}
         for col in ("N", "N_total", "D"):
             if row[col] is not None:
                 row[col] = int(row[col])
@@ -136,7 +136,7 @@ def summary_table(runs: pd.DataFrame) -> list[dict[str, Any]]:
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     """Renders `summary_table` rows as a GitHub markdown table (missing values as ``-``)."""
     lines = ["| " + " | ".join(h for _, h, _ in _TABLE_COLUMNS) + " |",
-             "|" + "|".join("---" if c == "size" else "---:" for c, _, _ in _TABLE_COLUMNS) + "|"]
+             "|" + "|".join("---" if c in ("run_name", "size") else "---:" for c, _, _ in _TABLE_COLUMNS) + "|"]
     for row in rows:
         cells = ["-" if row[c] is None else fmt.format(row[c]) for c, _, fmt in _TABLE_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
@@ -146,10 +146,11 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _interval(ci: tuple[float, float] | list[float | None], fmt: str) -> str:
+    """``[lo, hi]``; an unbounded side (inf) as ∞; "no interval" when there is none (nan or None)."""
     lo, hi = ci
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
         return "no interval"
-    return f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+    return f"[{fmt.format(lo)}, {'∞' if math.isinf(hi) else fmt.format(hi)}]"
 
 
 def _pct(x: float) -> str:
@@ -311,8 +312,16 @@ def render_report(
                              "more than the noise explains: the form or the recipe (learning rates, D) leaves "
                              "structure the law does not capture.") if math.isfinite(ratio) else ""))
         elif fit.dof:
-            out.append("No run was repeated with another seed (set `seeds` in the study file), so the noise is "
-                       "judged from the fit's own residuals alone.")
+            out.append("No run was repeated with another seed (set `repeat_seeds` in the study file), so the noise "
+                       "is judged from the fit's own residuals alone.")
+        noise_log = noise.sigma_log if noise is not None and noise.measured else fit.noise_log
+        if fit.dof and math.isfinite(noise_log) and noise_log > 0:
+            span = math.log(float(fit.predict(fit.n_min)) / float(fit.predict(fit.n_max)))
+            out.append(f"From the smallest size to the largest the law falls {100 * (math.exp(span) - 1):.1f} %, "
+                       f"{span / noise_log:.1f}× the run-to-run noise"
+                       + (": the sizes differ by well more than the noise." if span > 5 * noise_log else
+                          ": **too little to resolve L(N)**; a longer D, more steps or a wider range of sizes "
+                          "would separate them."))
         out += ["", f"c is the loss floor at this D: what an unboundedly large model would reach on these "
                 f"{d_text or 'same'} tokens. It is the irreducible loss only in the limit where D grows too "
                 "(Hoffmann et al. 2022, eq. 2: c = E + B / D^β)."]

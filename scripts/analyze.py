@@ -9,11 +9,14 @@ Reads every ``run_summary.json`` (and ``trainer_state.json``) under --runs, or p
 of a W&B project (one group with --group) into a cache of such folders (--wandb-cache,
 default ``~/.cache/midi-scaling/wandb/<entity>/<project>/<group or _all>``) and reads that;
 when W&B cannot be reached the last pull is analyzed, with a note. Then it fits
-``L(N) = a * N**(-alpha) + c`` with residual-bootstrap intervals (see
-``analysis.fit.fit_power_law``) and writes into --output: fit.json, scaling_plot.png,
-training_curves.png, summary_table.json, summary_table.md and report.md. With fewer than 3
-usable runs no fit is made, the rest is still written and the exit code is 0. Takes a few
-seconds on a CPU; needs no GPU and no torch.
+``L(N) = a * N**(-alpha) + c`` with profile-likelihood intervals (see
+``analysis.power_law.fit_power_law``), refits it without the largest size to check that it
+predicts that size (the report opens with this check), measures the coverage of the alpha
+interval on synthetic studies of the same design, summarises any learning-rate sweep and the
+rule lr*(N), and writes into --output: fit.json, scaling_plot.png, training_curves.png,
+learning_rates.png (with a sweep), summary_table.json, summary_table.md and report.md. With
+fewer than 3 sizes no fit is made, the rest is still written and the exit code is 0. Takes
+under a minute on a CPU; needs no GPU and no torch.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from analysis.report import METRICS, N_CONVENTIONS, run_analysis
+from analysis.report import COVERAGE_STUDIES, METRICS, N_CONVENTIONS, run_analysis
 from analysis.wandb_source import WandbSourceError, parse_project_path, pull_wandb_runs
 from configs.cli import run_main
 from data.io import write_bytes_atomic
@@ -56,11 +59,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "or flops: FLOPs per token / 6, head and attention counted (Porian et al. 2024) "
                              "(default: non_embedding).")
     parser.add_argument("--n-bootstrap", "--n_bootstrap", type=int, default=1000,
-                        help="Residual-bootstrap refits for the intervals; 0 skips them (default: 1000).")
+                        help="Bootstrap refits of the joint law L(N, D) and the IsoFLOP fit in studies with several "
+                             "budgets (at most 200); 0 skips them (default: 1000). L(N) has profile-likelihood "
+                             "intervals.")
+    parser.add_argument("--coverage-studies", "--coverage_studies", type=int, default=COVERAGE_STUDIES,
+                        help="Synthetic studies that measure the coverage of the alpha interval for this study's "
+                             f"design (about 0.1 s each); 0 skips it (default: {COVERAGE_STUDIES}).")
     parser.add_argument("--seed", type=int, default=0, help="Bootstrap seed (default: 0).")
     args = parser.parse_args(argv)
-    if args.n_bootstrap < 0:
-        parser.error(f"--n-bootstrap must be >= 0; got {args.n_bootstrap}.")
+    if args.n_bootstrap < 0 or args.coverage_studies < 0:
+        parser.error(f"--n-bootstrap and --coverage-studies must be >= 0; got {args.n_bootstrap} and "
+                     f"{args.coverage_studies}.")
     if args.wandb is None and (args.group is not None or args.wandb_cache is not None):
         parser.error("--group and --wandb-cache only apply with --wandb ENTITY/PROJECT.")
     if args.wandb is not None:
@@ -89,7 +98,8 @@ def main(argv: list[str] | None = None, *, wandb_api: Any = None) -> int:
         runs_dir = pull.cache_dir
     try:
         result = run_analysis(runs_dir, metric=args.metric, n_convention=args.n_convention,
-                              n_bootstrap=args.n_bootstrap, seed=args.seed, exclude=[args.output])
+                              n_bootstrap=args.n_bootstrap, seed=args.seed, exclude=[args.output],
+                              coverage_studies=args.coverage_studies)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -117,9 +127,14 @@ def main(argv: list[str] | None = None, *, wandb_api: Any = None) -> int:
     fit = result.fit_dict
     if fit["fitted"]:
         lo, hi = fit["alpha_ci"]
-        ci = f"[{lo:.4f}, {hi:.4f}]" if lo is not None else "(no interval)"
+        ci = f"[{lo:.4f}, {'inf' if hi is None else f'{hi:.4f}'}]" if lo is not None else "(no interval)"
         print(f"fit on {fit['n_points']} runs: alpha = {fit['alpha']:.4f} {ci}, a = {fit['a']:.4g}, "
               f"c = {fit['c']:.4f}")
+        check = result.holdout
+        if check is not None and check.inside is not None:
+            print(f"prediction check: {check.law} without {check.held_out} predicts {check.predicted:.4f} "
+                  f"[{check.interval[0]:.4f}, {check.interval[1]:.4f}], measured {check.measured:.4f} "
+                  f"({100 * check.rel_error:+.2f} %, {'inside' if check.inside else 'OUTSIDE'} the interval)")
     else:
         print(f"no fit: {fit['reason']}")
     print(out / "report.md")

@@ -95,12 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--push-to-hub needs --hub-model-id USER/NAME; each size goes to USER/NAME-<size>.")
     passthrough = _without_flag(passthrough, ("--hub_model_id", "--hub-model-id"))
     sizes = args.sizes or study.sizes
-    for size in sizes:  # fail before the first run, not after the smaller sizes trained
+    # the swept sizes set the rule, so they are swept (finished runs reused) whatever --sizes says
+    swept = (study.lr_sweep_sizes or sizes) if study.lr_sweep_factors else []
+    for size in [*sizes, *swept]:  # fail before the first run, not after the smaller sizes trained
         load_size(size)
     stats = read_dataset_stats(args.dataset)
     layout, steps = check_plan(stats, study)
     n_params = {row["size"]: row["n_params_non_embedding"]
-                for row in size_table(stats["vocab_size"], stats["block_size"], sizes)}
+                for row in size_table(stats["vocab_size"], stats["block_size"], list(dict.fromkeys([*sizes, *swept])))}
     epoch_steps = stats["splits"]["train"]["blocks"] // layout.sequences_per_step
     runs, notes = plan_study_runs(sizes, n_params, tokens_per_step=layout.tokens_per_step,
                                   epoch_tokens=epoch_steps * layout.tokens_per_step,
@@ -122,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # --- learning rate of each size: a sweep and the rule lr*(N), or the study's one rate
     lr_of = {size: PlannedRun(size, run_name(size), learning_rate=None, lr_source="fixed") for size in sizes}
-    if study.lr_sweep_factors:
-        swept = [s for s in sizes if not study.lr_sweep_sizes or _stem(s) in map(_stem, study.lr_sweep_sizes)]
+    if swept:
         sweeps, rule = sweep_learning_rates(swept, n_params, study_dir, command, centre=training_args.learning_rate,
                                             factors=study.lr_sweep_factors, extend=study.lr_sweep_extend)
         write_json_atomic(study_dir / LR_RULE_FILENAME, {
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                 lr_of[size] = PlannedRun(size, run_name(size), learning_rate=rule.predict(n_params[size]),
                                          lr_source="rule", lr_rule=str(study_dir / LR_RULE_FILENAME))
                 print(f"{_stem(size)}: learning rate {lr_of[size].learning_rate:.3g} from the rule "
-                      f"lr*(N) = {rule.k:.3g} N^-{rule.gamma:.3f}")
+                      f"lr*(N) = {rule.k:.3g} * N**{-rule.gamma:.3f}")
             else:
                 del lr_of[size]
                 print(f"{_stem(size)}: not trained: no learning rate ({rule})")

@@ -109,8 +109,13 @@ def test_study_files_parse_with_precedence(path, tmp_path):
 
 def test_full_study_defaults():
     values = load_study_defaults(DEFAULT_STUDY, (StudyArguments, TrainingArguments))
-    assert values["global_batch_tokens"] == 524288 and values["learning_rate"] == 3.0e-4
+    assert values["global_batch_tokens"] == 524288 and values["learning_rate"] == 3.0e-3
     assert values["sizes"] == list(STUDY_SIZES)
+    # the cheap sizes are swept and repeated; large and xl take the rule (README gives the cost)
+    assert values["lr_sweep_sizes"] == ["tiny", "small", "medium"] and len(values["lr_sweep_factors"]) == 5
+    assert values["repeat_seeds"] == [1235, 1236] and values["repeat_sizes"] == ["tiny", "small"]
+    study = StudyArguments(**{k: v for k, v in values.items() if k in StudyArguments.__dataclass_fields__})
+    assert study.lr_sweep_extend == 2
 
 
 def test_study_typos_and_hand_set_batches_are_refused(tmp_path):
@@ -154,3 +159,14 @@ def test_accelerate_configs_load_with_accelerate(name, kind, processes, machines
     assert config.mixed_precision == "bf16"
     if kind == "FSDP":  # the wrapped class must exist, or FSDP would wrap nothing
         assert hasattr(modeling_gpt2, config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+
+
+@pytest.mark.parametrize(("values", "match"), [
+    ({"lr_sweep_factors": [1.0, 2.0]}, "3 or more rates"),
+    ({"lr_sweep_factors": [0.5, 0.0, 2.0]}, "must be > 0"),
+    ({"lr_sweep_sizes": ["tiny"]}, "lr_sweep_factors is empty"),
+    ({"lr_sweep_factors": [0.5, 1.0, 2.0], "lr_sweep_extend": -1}, "lr_sweep_extend >= 0"),
+])
+def test_sweep_settings_are_checked(values, match):
+    with pytest.raises(ValueError, match=match):
+        StudyArguments(**values)

@@ -223,10 +223,12 @@ def holdout_largest_budget(runs: pd.DataFrame, metric: str, convention: str, *, 
                            seed: int = 0, confidence: float = 0.95) -> list[HoldoutCheck]:
     """Refit the joint law without the largest compute budget and predict each of its runs.
 
-    The largest budget is the largest IsoFLOP label when runs carry one, else the runs at the
-    largest C. Each interval is the refit's bootstrap band at that run's (N, D) widened, in
-    log space and in quadrature, by ``t(n - 5) * s`` with ``s`` the refit's residual scatter,
-    so that it covers a new run's noise as well as the law's uncertainty.
+    Held out: every run whose C is at least the smallest C among the runs of the largest
+    IsoFLOP budget (or, without IsoFLOP labels, the runs at the largest C), so that the refit
+    has only less compute than what it predicts. Each interval is the refit's bootstrap band at
+    that run's (N, D) widened, in log space and in quadrature, by ``t(n - 5) * s`` with ``s``
+    the refit's residual scatter, so that it covers a new run's noise as well as the law's
+    uncertainty.
 
     Args:
         runs: finished runs (`analyze_compute`'s frame, with ``N_x`` and ``C_x``).
@@ -241,12 +243,16 @@ def holdout_largest_budget(runs: pd.DataFrame, metric: str, convention: str, *, 
     """
     budgets = runs["compute_budget"].fillna(0).to_numpy(float)
     c_x = runs["C_x"].to_numpy(float)
+    # every run of at least the held-out compute leaves the refit (a main-budget run can spend
+    # more than the largest IsoFLOP budget), so the check extrapolates in C
     if (budgets > 0).any():
-        top = budgets == budgets.max()
-        what = f"the largest IsoFLOP budget (C = {budgets.max():.3g} FLOPs)"
+        threshold = float(np.nanmin(c_x[budgets == budgets.max()]))
+        what = (f"every run of C >= {threshold:.3g} FLOPs (the largest IsoFLOP budget, {budgets.max():.3g}, "
+                "and above)")
     else:
-        top = c_x >= np.nanmax(c_x) * (1 - 1e-9)
-        what = f"the largest compute (C = {np.nanmax(c_x):.3g} FLOPs)"
+        threshold = float(np.nanmax(c_x))
+        what = f"the largest compute (C = {threshold:.3g} FLOPs)"
+    top = c_x >= threshold * (1 - 1e-6)
     n, d, loss = runs["N_x"].to_numpy(float), runs["D"].to_numpy(float), runs[metric].to_numpy(float)
     rest = ~top
     law = f"L(N, D) ({convention})"
@@ -268,7 +274,8 @@ def holdout_largest_budget(runs: pd.DataFrame, metric: str, convention: str, *, 
         else:
             lo = hi = math.nan
         checks.append(HoldoutCheck(
-            law=law, held_out=f"{what}: run {runs['run_name'].iloc[i]} (N = {n[i]:.3g}, D = {d[i]:.3g})",
+            law=law, held_out=(f"{what}: run {runs['run_name'].iloc[i]} (N = {n[i]:.3g}, D = {d[i]:.3g}, "
+                               f"C = {c_x[i]:.3g}; the refit's largest C is {np.nanmax(c_x[rest]):.3g})"),
             run_names=(str(runs["run_name"].iloc[i]),), x=float(c_x[i]), measured=float(loss[i]), predicted=predicted,
             interval=(lo, hi), confidence=confidence, fitted_on=int(rest.sum()),
             interval_method="bootstrap band of the refitted law widened by the runs' residual scatter",

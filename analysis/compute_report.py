@@ -18,12 +18,13 @@ def _num(x: Any, fmt: str = "{:.3g}") -> str:
 
 
 def _ci(ci: Any, fmt: str = "{:.3g}") -> str:
+    """``[lo, hi]``; an unbounded upper side (inf, or None in JSON-cleaned pairs) as ∞."""
     if ci is None:
         return "(no interval)"
     lo, hi = ci
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+    if lo is None or (hi is not None and math.isnan(hi)) or math.isnan(lo):
         return "(no interval)"
-    return f"[{fmt.format(lo)}, {fmt.format(hi)}]"
+    return f"[{fmt.format(lo)}, {'∞' if hi is None or math.isinf(hi) else fmt.format(hi)}]"
 
 
 def _joint_table(result: ComputeAnalysis) -> list[str]:

@@ -104,9 +104,11 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
     row["lr_source"] = str(summary.get("lr_source") or study.get("lr_source") or "")
     splits = ((config.get("dataset") or {}).get("stats") or {}).get("splits") or {}
     for split, column in (("validation", "tokens_per_note_validation"), ("test", "tokens_per_note_test")):
-        # every predicted token of the packed split, BOS/EOS included, per note
+        # every predicted token of the packed split per note, BOS/EOS included: block_size - 1 per
+        # block, as the loss is a mean over those (training.run.collate_blocks)
         info = splits.get(split) or {}
-        row[column] = _number(info.get("packed_tokens")) / _number(info.get("notes")) if info.get("notes") else np.nan
+        predicted = _number(info.get("packed_tokens")) - _number(info.get("blocks", 0))
+        row[column] = predicted / _number(info.get("notes")) if info.get("notes") else np.nan
     if np.isnan(row["C"]) and np.isfinite(row["N"] * row["D"]):
         row["C"] = 6.0 * row["N"] * row["D"]  # C = 6ND, Kaplan et al. (2020), sec. 2.1
     return row

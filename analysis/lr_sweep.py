@@ -46,7 +46,10 @@ class SizeSweep:
             rates were tried.
         edge: ``"low"`` or ``"high"`` when the best rate is the lowest or highest tried (the
             true optimum may lie beyond it), else ``""``.
-        run_names: the runs at ``best_lr``, every seed (those L(N) uses).
+        run_names: the runs at ``best_lr``, every seed.
+        selection_runs: those of them that chose the rate (the seeds every rate shares). Their
+            loss is the minimum over rates, biased low by the run-to-run noise (the winner's
+            curse), so L(N) leaves them out when other seeds of the best rate exist.
     """
 
     size: str
@@ -59,6 +62,7 @@ class SizeSweep:
     lr_star: float
     edge: str
     run_names: tuple[str, ...] = field(default=())
+    selection_runs: tuple[str, ...] = field(default=())
 
     @property
     def warning(self) -> str:
@@ -75,7 +79,7 @@ class SizeSweep:
         return {"size": self.size, "N": self.n, "learning_rates": list(self.learning_rates),
                 "losses": list(self.losses), "run_counts": list(self.run_counts), "best_lr": self.best_lr,
                 "best_loss": self.best_loss, "lr_star": self.lr_star, "edge": self.edge,
-                "run_names": list(self.run_names)}
+                "run_names": list(self.run_names), "selection_runs": list(self.selection_runs)}
 
 
 def parabola_minimum(learning_rates: np.ndarray, losses: np.ndarray) -> float:
@@ -131,10 +135,13 @@ def sweep_of_size(size: str, n: float, runs: pd.DataFrame, metric: str) -> SizeS
     lr_star = float(grid[best])
     if len(grid) >= 3 and not edge:
         lr_star = parabola_minimum(np.array(grid[best - 1:best + 2]), losses[best - 1:best + 2])
+    chosen = groups[best]
+    selection = chosen[chosen["seed"].isin(common)] if common else chosen
     return SizeSweep(size=str(size), n=float(n), learning_rates=tuple(float(g) for g in grid),
                      losses=tuple(float(v) for v in losses), run_counts=tuple(len(g) for g in groups),
                      best_lr=float(grid[best]), best_loss=float(losses[best]), lr_star=lr_star, edge=edge,
-                     run_names=tuple(groups[best]["run_name"].astype(str)))
+                     run_names=tuple(chosen["run_name"].astype(str)),
+                     selection_runs=tuple(selection["run_name"].astype(str)))
 
 
 def sweeps_by_size(runs: pd.DataFrame, metric: str, n_column: str = "N") -> dict[str, SizeSweep]:

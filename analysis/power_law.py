@@ -22,11 +22,12 @@ INTERVAL_METHOD = ("profile likelihood: the log-space residual sum of squares, r
 # Starting values for c as fractions of min(loss): the irreducible term is the parameter
 # the optimiser gets stuck on, so we try it across its whole allowed range.
 C_START_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 0.9, 0.97)
-# Keep c strictly below the smallest loss so that log(L - c) in the initialisation is finite.
+# Starting values keep c strictly below the smallest loss so that log(L - c) is finite there.
 C_MARGIN = 1e-6
 # The exponent's profile is searched up to this value; an interval still open there is
 # reported as unbounded (inf). Far above the 0.05-0.8 reported for language models.
 ALPHA_SEARCH_MAX = 5.0
+_LOG_SEARCH = 5.0  # predictions are searched within a factor e^5 of the estimate
 _LSQ = {"method": "trf", "x_scale": "jac", "ftol": 1e-10, "xtol": 1e-10, "gtol": 1e-10}
 
 
@@ -37,12 +38,12 @@ class PowerLawFit:
     Attributes:
         a: Scale, for raw ``N`` (not the internally rescaled one); units of the loss.
         alpha: Exponent (dimensionless, >= 0).
-        c: Loss floor, same units as the loss (nats/token), ``0 <= c < min(loss)``. At a
+        c: Loss floor, same units as the loss (nats/token), ``0 <= c <= max(loss)``. At a
             fixed D it is the loss an unboundedly large model would reach on that D, not the
             irreducible loss (that is the limit as D grows too; Hoffmann et al. 2022, eq. 2).
         a_ci, alpha_ci, c_ci: ``(low, high)`` profile-likelihood intervals at level
             ``confidence`` (see `INTERVAL_METHOD`); a side the data do not bound is the
-            parameter's limit (``0`` or ``inf`` for ``alpha``, ``0`` or ``min(loss)`` for
+            parameter's limit (``0`` or ``inf`` for ``alpha``, ``0`` or ``max(loss)`` for
             ``c``); ``(nan, nan)`` when the fit has no residual degree of freedom (3 distinct
             points and no replicate) or intervals were not asked for.
         n_points: Number of (N, L) points fitted (replicate runs of one N count each).
@@ -146,9 +147,11 @@ class PowerLawFit:
             x_new = value / self._n_scale
             estimate = float(np.log(_scaled_model(self._theta, x_new)))
             profile = _new_point_profile(self, x_new, replicates) if new_run else _mean_profile(self, x_new)
-            lo, hi = profile_interval(profile, estimate, self.rss_log, threshold, lower=estimate - 5.0,
-                                      upper=estimate + 5.0, scale=0.01)
-            low[i], high[i] = np.exp(lo), np.exp(hi)
+            lo, hi = profile_interval(profile, estimate, self.rss_log, threshold, lower=estimate - _LOG_SEARCH,
+                                      upper=estimate + _LOG_SEARCH, scale=0.01)
+            # a side still open at the search limit (a factor e^5 from the estimate) is unbounded
+            low[i] = 0.0 if lo <= estimate - _LOG_SEARCH else np.exp(lo)
+            high[i] = np.inf if hi >= estimate + _LOG_SEARCH else np.exp(hi)
         return low, high
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +200,9 @@ def _log_residuals_jac(theta: np.ndarray, x: np.ndarray, log_loss: np.ndarray) -
 
 
 def _c_max(log_loss: np.ndarray) -> float:
-    return float(np.exp(log_loss.min()) * (1 - C_MARGIN))
+    """The bound on c: the largest loss. With run-to-run noise the floor may well lie above the
+    luckiest run, so c is not held below the smallest loss (only the starting points are)."""
+    return float(np.exp(log_loss.max()))
 
 
 def _fit_once(x: np.ndarray, log_loss: np.ndarray, starts: list[np.ndarray]) -> np.ndarray | None:
@@ -206,7 +211,7 @@ def _fit_once(x: np.ndarray, log_loss: np.ndarray, starts: list[np.ndarray]) -> 
     lower, upper = [-np.inf, 0.0, 0.0], [np.inf, np.inf, c_max]
     best, best_cost = None, np.inf
     for start in starts:
-        start = np.clip(start, [-np.inf, 1e-6, 0.0], [np.inf, np.inf, c_max * (1 - C_MARGIN)])
+        start = np.clip(start, [-np.inf, 1e-6, 0.0], [np.inf, np.inf, np.exp(log_loss.min()) * (1 - C_MARGIN)])
         try:
             res = least_squares(_log_residuals, start, jac=_log_residuals_jac, args=(x, log_loss),
                                 bounds=(lower, upper), **_LSQ)
@@ -349,7 +354,8 @@ def fit_power_law(n: ArrayLike, loss: ArrayLike, *, confidence: float = 0.95, in
     that every run weighs equally whatever its loss; replicate runs of one N (other seeds)
     are separate points, so their scatter enters the noise estimate. ``N`` is divided by its
     geometric mean before fitting for conditioning; the reported ``a`` is for raw ``N``.
-    Bounds: ``a > 0`` (fitted as ``log a``), ``alpha >= 0``, ``0 <= c < min(loss)``. Starting
+    Bounds: ``a > 0`` (fitted as ``log a``), ``alpha >= 0``, ``0 <= c <= max(loss)`` (not
+    ``min(loss)``: with noisy runs the floor can lie above the luckiest one). Starting
     points put ``c`` at several fractions of ``min(loss)`` and take ``a``, ``alpha`` from a
     linear fit of ``log(L - c)`` on ``log N``; the lowest-cost solution wins.
 
@@ -389,6 +395,7 @@ def fit_power_law(n: ArrayLike, loss: ArrayLike, *, confidence: float = 0.95, in
         alpha_ci = _alpha_interval(x, log_loss, theta, rss, threshold)
         c_ci = profile_interval(_c_profile(x, log_loss, theta), c, rss, threshold, lower=0.0,
                                 upper=_c_max(log_loss), scale=0.01 * max(c, 0.01 * np.exp(log_loss.min())))
+        c_ci = (c_ci[0], np.inf if c_ci[1] >= _c_max(log_loss) else c_ci[1])
         log_a_lo, log_a_hi = profile_interval(_log_a_profile(x, log_loss, theta, n_scale), float(np.log(a)), rss,
                                               threshold, lower=np.log(a) - 60.0, upper=np.log(a) + 60.0, scale=0.05)
         a_ci = (float(np.exp(log_a_lo)) if log_a_lo > np.log(a) - 60 else 0.0,
@@ -447,7 +454,8 @@ class AlphaCoverage:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {"coverage": self.coverage, "n_studies": self.n_studies, "n_failed": self.n_failed,
+        return {"coverage": self.coverage if np.isfinite(self.coverage) else None, "n_studies": self.n_studies,
+                "n_failed": self.n_failed,
                 "median_width": float(self.median_width) if np.isfinite(self.median_width) else None,
                 "confidence": self.confidence, "noise_log": self.noise_log, "n": list(self.n)}
 

@@ -181,7 +181,7 @@ def _holdout_lines(check: HoldoutCheck | None, joint_checks: list[HoldoutCheck] 
 
 
 def _lr_lines(sweeps: dict[str, SizeSweep], rule: LrRule | str | None, used: pd.DataFrame,
-              n_column: str) -> list[str]:
+              n_column: str, noise: SeedNoise | None = None) -> list[str]:
     """The learning-rate section: each size's sweep, the edge warnings and the rule."""
     sources = used.groupby("size")["lr_source"].first().to_dict() if len(used) else {}
     lrs = used.groupby("size")["learning_rate"].first().to_dict() if len(used) else {}
@@ -204,6 +204,15 @@ def _lr_lines(sweeps: dict[str, SizeSweep], rule: LrRule | str | None, used: pd.
         tried = ", ".join(f"{lr:.3g} ({loss:.4f})" for lr, loss in zip(sweep.learning_rates, sweep.losses, strict=True))
         out.append(f"| {size} | {n:.3g} | {tried} | {sweep.best_lr:.3g} | {sweep.lr_star:.3g} | swept |")
     out.append("")
+    if noise is not None and noise.measured and sweeps:
+        close = [f"{s.size} ({100 * (sorted(s.losses)[1] / s.best_loss - 1):.1f} %)" for s in sweeps.values()
+                 if len(s.losses) > 1 and sorted(s.losses)[1] / s.best_loss - 1 < noise.sigma_log]
+        out.append(f"Each rate was tried once (the study's seed), and runs of one rate differ by "
+                   f"{100 * noise.sigma_log:.1f} % between seeds" + (
+                       f": the runner-up rate is within that noise for {', '.join(close)}, so those best rates (and "
+                       "the rule fitted to them) are not resolved; more seeds per rate would resolve them."
+                       if close else "; every best rate beats the runner-up by more than that."))
+        out.append("")
     out += [f"**Warning:** {s.warning}." for s in sweeps.values() if s.warning]
     if isinstance(rule, LrRule):
         lo, hi = rule.gamma_ci
@@ -264,7 +273,7 @@ def render_report(
         noise: run-to-run noise from seeds.
         lr_section: markdown lines of the learning-rate section.
         d_text: the token budget D of L(N), in words.
-        sweep_runs: sweep runs at a size's other learning rates (not in L(N)).
+        sweep_runs: sweep runs not in L(N) (other rates, and the runs that chose the rate).
 
     Returns:
         The report as markdown, linking to `SCALING_PLOT_FILE` and `CURVES_PLOT_FILE` in
@@ -299,8 +308,8 @@ def render_report(
             out.append(f"Measured coverage of this interval for this design: in {coverage.n_studies} synthetic studies "
                        f"with these {len(coverage.n)} runs' N, the fitted law and a run-to-run noise of "
                        f"{100 * coverage.noise_log:.2f} % ({source}), the {pct} interval held the true α in "
-                       f"**{100 * coverage.coverage:.1f} %** of them (target {pct}; "
-                       "tests/test_analysis_fit.py measures 93-96 % on 6-size studies with 1 % noise).")
+                       f"**{100 * coverage.coverage:.1f} %** of them (target {pct}; on 6-size studies with 1 % "
+                       "noise the same method covers 93-96 %, README).")
         out.append(f"Fit quality in log space: RMSE {fit.rmse_log:.2e}, R² {fit.r2_log:.5f}"
                    + (f"; residual scatter about the law {100 * fit.noise_log:.2f} % per run" if fit.dof else "") + ".")
         if noise is not None and noise.measured:
@@ -317,8 +326,9 @@ def render_report(
         noise_log = noise.sigma_log if noise is not None and noise.measured else fit.noise_log
         if fit.dof and math.isfinite(noise_log) and noise_log > 0:
             span = math.log(float(fit.predict(fit.n_min)) / float(fit.predict(fit.n_max)))
-            out.append(f"From the smallest size to the largest the law falls {100 * (math.exp(span) - 1):.1f} %, "
-                       f"{span / noise_log:.1f}× the run-to-run noise"
+            out.append(f"From the smallest size to the largest the law falls {100 * (1 - math.exp(-span)):.1f} % "
+                       f"({span:.3f} in log loss), {span / noise_log:.1f}× the run-to-run noise ({noise_log:.3f} "
+                       "in log loss)"
                        + (": the sizes differ by well more than the noise." if span > 5 * noise_log else
                           ": **too little to resolve L(N)**; a longer D, more steps or a wider range of sizes "
                           "would separate them."))
@@ -337,9 +347,10 @@ def render_report(
             f"![Validation loss during training]({CURVES_PLOT_FILE})", "",
             "## Runs used", "", table_md]
     if sweep_runs:
-        out += ["## Sweep runs at other learning rates", "",
-                "Trained for the learning-rate sweep and not in L(N): " + ", ".join(f"`{r}`" for r in sweep_runs) + ".",
-                ""]
+        out += ["## Sweep runs not in L(N)", "",
+                "Trained for the learning-rate sweep, at other rates or as the run that chose its size's rate (a "
+                "minimum over rates is biased low, so L(N) takes that rate's other seeds when it has them): "
+                + ", ".join(f"`{r}`" for r in sweep_runs) + ".", ""]
     out += ["## Runs not used", ""]
     out += [f"- `{r['run_name']}` ({r['path']}): {r['reason']}" for r in not_used] or ["None."]
     out += ["", "Loss per note = loss per token × tokens per note of that split (all predicted tokens, BOS/EOS "
@@ -395,8 +406,9 @@ class AnalysisOutputs:
 def runs_for_law(main: pd.DataFrame, sweeps: dict[str, SizeSweep]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split main-budget runs into those L(N) uses and the sweep runs it does not.
 
-    A swept size contributes its runs at its best learning rate (every seed); any other
-    size all its runs.
+    A swept size contributes its runs at its best learning rate, without the run(s) that
+    chose that rate when other seeds of it exist (a minimum over rates is biased low: the
+    winner's curse); any other size all its runs.
 
     Args:
         main: finished runs at the main budget.
@@ -409,7 +421,8 @@ def runs_for_law(main: pd.DataFrame, sweeps: dict[str, SizeSweep]) -> tuple[pd.D
     for i, (_, run) in enumerate(main.iterrows()):
         sweep = sweeps.get(str(run["size"]))
         if sweep is not None:
-            keep[i] = run["run_name"] in sweep.run_names
+            unbiased = set(sweep.run_names) - set(sweep.selection_runs)
+            keep[i] = run["run_name"] in (unbiased or set(sweep.run_names))
     return main[keep], main[~keep]
 
 
@@ -488,8 +501,8 @@ def run_analysis(
     if fit is not None:
         holdout = holdout_largest_size(used[n_column], used[metric], used["run_name"].tolist(),
                                        used["size"].astype(str).tolist())
-        if fit.has_intervals and coverage_studies:
-            noise_log = noise.sigma_log if noise.measured else fit.noise_log
+        noise_log = noise.sigma_log if noise.measured else fit.noise_log
+        if fit.has_intervals and coverage_studies and math.isfinite(noise_log) and noise_log > 0:
             coverage = measure_alpha_coverage(used[n_column], fit.a, fit.alpha, fit.c, noise_log=noise_log,
                                               n_studies=coverage_studies, seed=seed)
     context = {"metric": metric, "n_convention": n_convention, "n_column": n_column,
@@ -535,7 +548,7 @@ def run_analysis(
                               n_runs_found=len(runs), extra_sections=(compute_md, samples_md),
                               fit_subset_note=fit_subset_note, holdout=holdout,
                               joint_holdout=compute.holdout if compute is not None else (), coverage=coverage,
-                              noise=noise, lr_section=_lr_lines(sweeps, lr_rule, used, n_column), d_text=d_text,
+                              noise=noise, lr_section=_lr_lines(sweeps, lr_rule, used, n_column, noise), d_text=d_text,
                               sweep_runs=other_rates["run_name"].tolist())
     return AnalysisOutputs(runs=runs, used=used, not_used=not_used, fit=fit, fit_dict=fit_dict,
                            figures=figures, table_rows=rows, table_md=table_md, report_md=report_md,

@@ -63,7 +63,7 @@ class StudyArguments:
         "help": "Sweep the learning rate: each swept size trains at its centre rate times each factor (log-spaced, "
                 "e.g. [0.5, 0.71, 1.0, 1.41, 2.0]) on the main budget, and the study keeps the best by validation "
                 "loss. The centre is learning_rate for the first swept size, then the rule fitted to the sizes swept "
-                "so far (the previous size's best while there is one). Empty: every size trains at learning_rate."})
+                "so far (the previous size's lr* while there is one). Empty: every size trains at learning_rate."})
     lr_sweep_sizes: list[str] = field(default_factory=list, metadata={
         "help": "Sizes to sweep (empty: every size). The others train at the rule lr*(N) = k N^-gamma fitted to "
                 "the swept sizes' best rates (written to <study>/lr_rule.json)."})

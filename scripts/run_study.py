@@ -117,16 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"note: {note}")
     train_script = Path(__file__).resolve().with_name("train.py")
+    # every run is given its own rate (fixed, swept or the rule's), so --learning_rate is not passed on as is
     command = [*shlex.split(args.launcher), str(train_script), "--dataset", args.dataset,
-               "--study", args.study, *passthrough]
+               "--study", args.study, *_without_flag(passthrough, ("--learning_rate", "--learning-rate"))]
+    main_tokens = steps * layout.tokens_per_step
     per_size = (lambda size: ["--hub_model_id", repo_id_for_size(hub_id, size)]) if hub_id else None
     study_dir = Path(args.output_dir)
 
     # --- learning rate of each size: a sweep and the rule lr*(N), or the study's one rate
-    lr_of = {size: PlannedRun(size, run_name(size), learning_rate=None, lr_source="fixed") for size in sizes}
+    lr_of = {size: PlannedRun(size, run_name(size), learning_rate=training_args.learning_rate, lr_source="fixed")
+             for size in sizes}
     if swept:
         sweeps, rule = sweep_learning_rates(swept, n_params, study_dir, command, centre=training_args.learning_rate,
-                                            factors=study.lr_sweep_factors, extend=study.lr_sweep_extend)
+                                            factors=study.lr_sweep_factors, extend=study.lr_sweep_extend,
+                                            main_tokens=main_tokens)
         write_json_atomic(study_dir / LR_RULE_FILENAME, {
             "rule": rule.to_dict() if isinstance(rule, LrRule) else None,
             "reason": rule if isinstance(rule, str) else "", "sweeps": {k: v.to_dict() for k, v in sweeps.items()}})
@@ -154,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     todo += [at_rate(lr_of[s], run_name=f"{lr_of[s].run_name}-s{seed}", seed=seed)
              for seed in study.repeat_seeds for s in repeated]
     todo += [at_rate(r) for r in runs[len(sizes):] if r.size in lr_of]
-    run_study(todo, study_dir, command, size_args=per_size)
+    run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens)
     results = json.loads((study_dir / RESULTS_FILENAME).read_text())  # every run of the study, sweeps included
     if study.sample_count:
         from generation.pipeline import sample_study

@@ -69,13 +69,22 @@ def test_profile_interval_is_the_student_t_interval_for_a_linear_model():
     assert (p_hi - p_lo) / 2 == pytest.approx(half)
 
 
-def test_prediction_interval_matches_the_linear_formula_when_the_law_is_nearly_linear():
-    # with c fixed far below the loss and small noise, log L is almost linear in log N, so the
-    # augmented-data interval must agree with the textbook one on (log N, log L)
-    fit = fit_power_law(N, synthetic(0.01, seed=11))
-    lo, hi = fit.prediction_interval([N[-1] * 3])
-    assert lo[0] < fit.predict(N[-1] * 3) < hi[0]
-    assert 0.0 < np.log(hi[0] / lo[0]) < 1.0
+def test_prediction_interval_is_the_textbook_one_for_a_pure_power_law():
+    # with c = 0 the law is linear in (log N, log L); where the fit keeps c at 0, the augmented-
+    # data interval is that of ordinary least squares, y_hat ± t s sqrt(1/m + 1/n + (x-xbar)^2/sxx),
+    # up to the freedom c still has (it can only widen the interval)
+    rng = np.random.default_rng(12)
+    loss = 40 * N**-0.35 * np.exp(0.01 * rng.standard_normal(len(N)))
+    fit = fit_power_law(N, loss)
+    x, y = np.log(N), np.log(loss)
+    ols = linear_fit_interval(x, y, 0.95)
+    x_new = np.log(N[-1] * 3)
+    se = np.sqrt(1 / 2 + 1 / len(N) + (x_new - x.mean()) ** 2 / ols["sxx"])
+    half_linear = stats.t.ppf(0.975, len(N) - 2) * ols["s"] * se  # 2 free parameters in the linear fit
+    lo, hi = fit.prediction_interval([N[-1] * 3], replicates=2)
+    half = np.log(hi[0] / lo[0]) / 2
+    assert fit.c < 0.05
+    assert 0.9 * half_linear < half < 3 * half_linear  # same order: 3 parameters, t(n-3) and c's freedom
 
 
 def test_alpha_interval_covers_the_truth_in_synthetic_six_size_studies():

@@ -124,3 +124,23 @@ def test_prediction_check_arithmetic():
     off = holdout_largest_size(n, np.where(n == 1e6, loss * 1.5, loss), names, sizes)
     assert off.inside is False and off.rel_error < -0.2
     assert "2 sizes below" in holdout_largest_size(n[2:], loss[2:], names[2:], sizes[2:]).reason
+
+
+def test_the_law_leaves_out_the_run_that_chose_the_rate_when_other_seeds_exist():
+    from analysis.report import runs_for_law
+
+    swept = sweep_frame("demo1", 2.5e4, [5e-3, 1e-2, 2e-2], 1.1e-2, 0.8)
+    repeats = swept.iloc[[1, 1]].assign(seed=[2, 3], run_name=["demo1-lr0.01-s2", "demo1-lr0.01-s3"],
+                                        eval_loss=[0.83, 0.84])
+    fixed = pd.DataFrame({"size": "demo2", "N": 5e4, "learning_rate": 1e-2, "seed": [1, 2],
+                          "run_name": ["demo2", "demo2-s2"], "eval_loss": [0.7, 0.71]})
+    runs = pd.concat([swept, repeats, fixed], ignore_index=True)
+    sweeps = sweeps_by_size(runs, "eval_loss")
+    assert sweeps["demo1"].selection_runs == ("demo1-lr0.01",)
+    law, others = runs_for_law(runs, sweeps)
+    assert sorted(law["run_name"]) == ["demo1-lr0.01-s2", "demo1-lr0.01-s3", "demo2", "demo2-s2"]
+    assert "demo1-lr0.01" in set(others["run_name"])
+    # without repeats the choosing run is all there is, and it stays
+    law, _ = runs_for_law(pd.concat([swept, fixed], ignore_index=True), sweeps_by_size(
+        pd.concat([swept, fixed], ignore_index=True), "eval_loss"))
+    assert "demo1-lr0.01" in set(law["run_name"])

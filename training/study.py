@@ -165,8 +165,25 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
     return runs, notes
 
 
+def _stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | None) -> str:
+    """Why a finished run does not match its plan (D, learning rate, seed), or ""."""
+    training = (summary.get("config") or {}).get("training") or {}
+    tokens = run.max_tokens if run.max_tokens is not None else main_tokens
+    if tokens is not None and summary.get("tokens_trained") != tokens:
+        return f"was trained on {summary.get('tokens_trained')} tokens, but the study plans {tokens:,}"
+    trained_lr = summary.get("learning_rate", training.get("learning_rate"))
+    if run.learning_rate and trained_lr and abs(trained_lr / run.learning_rate - 1) > 1e-3:
+        return (f"was trained at learning rate {trained_lr:.4g}, but the study plans {run.learning_rate:.4g} "
+                f"({run.lr_source or 'fixed'})")
+    trained_seed = summary.get("seed", training.get("seed"))
+    if run.seed is not None and trained_seed is not None and trained_seed != run.seed:
+        return f"was trained with seed {trained_seed}, but the study plans {run.seed}"
+    return ""
+
+
 def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_command: list[str], *,
-              log: Any = print, size_args: Callable[[str], list[str]] | None = None) -> list[dict[str, Any]]:
+              log: Any = print, size_args: Callable[[str], list[str]] | None = None,
+              main_tokens: int | None = None) -> list[dict[str, Any]]:
     """Train each run unless its ``run_summary.json`` exists; write ``results.json``.
 
     Args:
@@ -179,6 +196,11 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
         log: called with one progress line per run.
         size_args: extra arguments for one size (e.g. its own ``--hub_model_id``); main-budget
             runs only.
+        main_tokens: the study's own D; with it, a finished run is checked against its planned
+            D, learning rate and seed before it is reused.
+
+    Raises:
+        ValueError: a finished run was trained on another D, learning rate or seed than planned.
 
     Returns:
         One entry per run: ``size``, ``run_name``, ``max_tokens``, ``compute_budget``,
@@ -202,11 +224,9 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
         entry: dict[str, Any] = {"size": size, "run_name": name, "max_tokens": run.max_tokens,
                                  "compute_budget": run.compute_budget or None, "run_dir": str(run_dir)}
         if summary_path.is_file():
-            trained_lr = (_read_summary(study_dir, name) or {}).get("learning_rate")
-            if run.learning_rate and trained_lr and abs(trained_lr / run.learning_rate - 1) > 1e-3:
-                raise ValueError(f"{run_dir} was trained at learning rate {trained_lr:.4g}, but the study now plans "
-                                 f"{run.learning_rate:.4g} for it ({run.lr_source}); delete the folder to retrain "
-                                 "it, or use another --output-dir.")
+            stale = _stale_reason(_read_summary(study_dir, name) or {}, run, main_tokens)
+            if stale:
+                raise ValueError(f"{run_dir} {stale}; delete the folder to retrain it, or use another --output-dir.")
             entry["status"] = "existing"
             log(f"[{i}/{len(runs)}] {name}: run_summary.json exists, skipped")
         else:
@@ -254,13 +274,14 @@ def _sweep_grid(centre: float, factors: list[float]) -> list[float]:
 
 def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: str | Path,
                          train_command: list[str], *, centre: float, factors: list[float], extend: int = 2,
-                         metric: str = "eval_loss", log: Any = print) -> tuple[dict[str, SizeSweep], LrRule | str]:
+                         metric: str = "eval_loss", log: Any = print,
+                         main_tokens: int | None = None) -> tuple[dict[str, SizeSweep], LrRule | str]:
     """Sweep each size's learning rate on the main budget, smallest size first, and fit lr*(N).
 
     Each size trains at ``centre_i * f`` for every factor ``f`` (runs ``<size>-lr<rate>``, see
     `run_name`), where ``centre_i`` is ``centre`` for the first size, then the rule
     lr*(N) = k N^-gamma fitted to the sizes swept so far (or the previous size's lr* while
-    only one is known), since the best rate falls with width. When the best rate is the
+    only one is known), since on text the best rate falls with width. When the best rate is the
     lowest or highest tried, up to ``extend`` further rates are added beyond it, one at a
     time, with the grid's outer ratio. Finished runs are reused, so a killed sweep resumes.
 
@@ -274,6 +295,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         extend: most rates added beyond an edge, per size.
         metric: the loss that picks the best (``eval_loss``: validation).
         log: progress lines.
+        main_tokens: the study's D, to check finished runs before reusing them (see `run_study`).
 
     Returns:
         ``(sweeps, rule)``: size -> `analysis.lr_sweep.SizeSweep` for every size with a
@@ -293,7 +315,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         for added in range(extend + 1):
             planned = [PlannedRun(size, run_name(size, learning_rate=r), learning_rate=r, lr_source="swept")
                        for r in rates]
-            run_study(planned, study_dir, train_command, log=log)
+            run_study(planned, study_dir, train_command, log=log, main_tokens=main_tokens)
             rows = [{"run_name": r.run_name, "learning_rate": r.learning_rate, metric: summary.get(metric)}
                     for r in planned if (summary := _read_summary(study_dir, r.run_name)) and summary.get(metric)]
             if not rows:

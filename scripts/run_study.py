@@ -34,13 +34,17 @@ from configs.study import (
     parse_with_study,
 )
 from data.io import write_json_atomic
-from training.hub import repo_id_for_size
+from training.hub import repo_id_for_size, size_label
 from training.run import LR_RULE_FILENAME, RUN_SUMMARY_FILENAME, RunArguments, check_plan, read_dataset_stats
-from training.study import RESULTS_FILENAME, PlannedRun, plan_study_runs, run_name, run_study, sweep_learning_rates
-
-
-def _stem(size: str) -> str:
-    return Path(size).stem
+from training.study import (
+    RESULTS_FILENAME,
+    PlannedRun,
+    plan_study_runs,
+    run_name,
+    run_study,
+    stale_reason,
+    sweep_learning_rates,
+)
 
 
 def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
@@ -57,20 +61,18 @@ def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
 
 
 def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: int) -> None:
-    """A finished run is skipped; refuse when it was trained on another token budget.
+    """A finished run is skipped; refuse, before any training, when it was trained on another token budget.
 
     Raises:
         ValueError: names each such run and what to do.
     """
     stale = []
     for run in runs:
-        planned = run.max_tokens or main_tokens
         summary_path = study_dir / run.run_name / RUN_SUMMARY_FILENAME
         if summary_path.is_file():
-            trained = json.loads(summary_path.read_text()).get("tokens_trained")
-            if trained != planned:
-                stale.append(f"{summary_path.parent} was trained on {trained:,} tokens, not {planned:,}" if trained
-                             else f"{summary_path.parent} has no tokens_trained")
+            reason = stale_reason(json.loads(summary_path.read_text()), run, main_tokens)
+            if reason:
+                stale.append(f"{summary_path.parent} {reason}")
     if stale:
         raise ValueError("Finished runs do not match this study's plan: " + "; ".join(stale)
                          + ". Delete those folders to retrain them, or use another --output-dir.")
@@ -135,17 +137,17 @@ def main(argv: list[str] | None = None) -> int:
             "rule": rule.to_dict() if isinstance(rule, LrRule) else None,
             "reason": rule if isinstance(rule, str) else "", "sweeps": {k: v.to_dict() for k, v in sweeps.items()}})
         for size in sizes:
-            sweep = sweeps.get(_stem(size))
+            sweep = sweeps.get(size_label(size))
             if sweep is not None:  # its best sweep run is its run of the main budget
                 lr_of[size] = PlannedRun(size, sweep.run_names[0], learning_rate=sweep.best_lr, lr_source="swept")
             elif isinstance(rule, LrRule):
                 lr_of[size] = PlannedRun(size, run_name(size), learning_rate=rule.predict(n_params[size]),
                                          lr_source="rule", lr_rule=str(study_dir / LR_RULE_FILENAME))
-                print(f"{_stem(size)}: learning rate {lr_of[size].learning_rate:.3g} from the rule "
+                print(f"{size_label(size)}: learning rate {lr_of[size].learning_rate:.3g} from the rule "
                       f"lr*(N) = {rule.k:.3g} * N**{-rule.gamma:.3f}")
             else:
                 del lr_of[size]
-                print(f"{_stem(size)}: not trained: no learning rate ({rule})")
+                print(f"{size_label(size)}: not trained: no learning rate ({rule})")
 
     # --- every other run: unswept sizes, repeats with other seeds, extra budgets, each at its size's rate
     def at_rate(run: PlannedRun, **changes: object) -> PlannedRun:
@@ -154,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                                    lr_rule=chosen.lr_rule, **changes)
 
     todo = [lr_of[s] for s in lr_of if lr_of[s].lr_source != "swept"]
-    repeated = [s for s in lr_of if not study.repeat_sizes or _stem(s) in map(_stem, study.repeat_sizes)]
-    todo += [at_rate(lr_of[s], run_name=f"{lr_of[s].run_name}-s{seed}", seed=seed)
+    repeated = [s for s in lr_of if not study.repeat_sizes or size_label(s) in map(size_label, study.repeat_sizes)]
+    todo += [at_rate(lr_of[s], seed=seed, run_name=run_name(
+                 s, learning_rate=lr_of[s].learning_rate if lr_of[s].lr_source == "swept" else None, seed=seed))
              for seed in study.repeat_seeds for s in repeated]
     todo += [at_rate(r) for r in runs[len(sizes):] if r.size in lr_of]
     run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens)

@@ -112,13 +112,13 @@ def test_train_takes_the_studys_rule_unless_a_rate_is_given(tiny_setup, tmp_path
 
 
 def test_a_finished_run_is_reused_only_if_it_matches_its_plan():
-    from training.study import PlannedRun, _stale_reason
+    from training.study import PlannedRun, stale_reason
 
     summary = {"tokens_trained": 5120, "config": {"training": {"learning_rate": 0.003, "seed": 7}}}
     run = PlannedRun("w16", "w16-lr0.003", learning_rate=0.003, lr_source="swept")
-    assert _stale_reason(summary, run, 5120) == ""
-    assert "5,000" in _stale_reason(summary, run, 5000)  # another D
-    assert "learning rate 0.003" in _stale_reason(summary, PlannedRun("w16", "w16", learning_rate=0.006), 5120)
-    assert "seed 7" in _stale_reason(summary, PlannedRun("w16", "w16-s8", learning_rate=0.003, seed=8), 5120)
+    assert stale_reason(summary, run, 5120) == ""
+    assert "5,000" in stale_reason(summary, run, 5000)  # another D
+    assert "learning rate 0.003" in stale_reason(summary, PlannedRun("w16", "w16", learning_rate=0.006), 5120)
+    assert "seed 7" in stale_reason(summary, PlannedRun("w16", "w16-s8", learning_rate=0.003, seed=8), 5120)
     # top-level fields, written since the sweep, win over the Trainer's config
-    assert _stale_reason({**summary, "learning_rate": 0.006}, run, 5120).startswith("was trained at learning rate")
+    assert stale_reason({**summary, "learning_rate": 0.006}, run, 5120).startswith("was trained at learning rate")

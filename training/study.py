@@ -165,12 +165,20 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
     return runs, notes
 
 
-def _stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | None) -> str:
-    """Why a finished run does not match its plan (D, learning rate, seed), or ""."""
+def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | None) -> str:
+    """Why a finished run does not match its plan (D, learning rate, seed), or "".
+
+    Args:
+        summary: the run's run_summary.json (older runs keep the rate and seed in
+            ``config.training`` only).
+        run: its plan; a rate or seed left None is not compared.
+        main_tokens: the study's own D, for runs on the main budget (None: D is not compared).
+    """
     training = (summary.get("config") or {}).get("training") or {}
     tokens = run.max_tokens if run.max_tokens is not None else main_tokens
-    if tokens is not None and summary.get("tokens_trained") != tokens:
-        return f"was trained on {summary.get('tokens_trained')} tokens, but the study plans {tokens:,}"
+    trained = summary.get("tokens_trained")
+    if tokens is not None and trained != tokens:
+        return f"was trained on {trained:,} tokens, not {tokens:,}" if trained else "has no tokens_trained"
     trained_lr = summary.get("learning_rate", training.get("learning_rate"))
     if run.learning_rate and trained_lr and abs(trained_lr / run.learning_rate - 1) > 1e-3:
         return (f"was trained at learning rate {trained_lr:.4g}, but the study plans {run.learning_rate:.4g} "
@@ -224,7 +232,7 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
         entry: dict[str, Any] = {"size": size, "run_name": name, "max_tokens": run.max_tokens,
                                  "compute_budget": run.compute_budget or None, "run_dir": str(run_dir)}
         if summary_path.is_file():
-            stale = _stale_reason(_read_summary(study_dir, name) or {}, run, main_tokens)
+            stale = stale_reason(_read_summary(study_dir, name) or {}, run, main_tokens)
             if stale:
                 raise ValueError(f"{run_dir} {stale}; delete the folder to retrain it, or use another --output-dir.")
             entry["status"] = "existing"

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import DatasetDict, load_from_disk
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from analysis.lr_sweep import RULE_FORMULA, LrRule
@@ -213,18 +215,62 @@ def check_plan(stats: dict[str, Any], study: StudyArguments, world_size: int = 1
 CHECKPOINT_PREFIX = "checkpoint-"
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
-    """The highest-step ``checkpoint-N`` folder that holds a ``trainer_state.json``.
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why a ``checkpoint-N`` folder cannot be resumed, or None when it is complete.
 
-    The Trainer writes that file last (after weights, optimizer, scheduler and RNG
-    states), so a checkpoint being written when the process was killed is passed over.
+    The Trainer writes a checkpoint file by file (weights, optimizer, scheduler, RNG states,
+    then ``trainer_state.json``), none of them atomically, so a kill can leave any of them
+    half-written. A checkpoint counts only when ``trainer_state.json`` parses and names step N,
+    ``config.json`` parses, the weights open with ``safetensors`` (which checks that the file
+    covers its header) and the optimizer, scheduler and RNG states are whole ``torch.save``
+    archives (a truncated zip has no central directory).
+    """
+    path = Path(path)
+    step = path.name[len(CHECKPOINT_PREFIX):]
+    for name in ("trainer_state.json", "config.json"):
+        try:
+            data = json.loads((path / name).read_text())
+        except FileNotFoundError:
+            return f"no {name}"
+        except (OSError, ValueError) as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            return f"{name} does not parse ({err})"
+        if name == "trainer_state.json" and str(data.get("global_step")) != step:
+            return f"trainer_state.json is at step {data.get('global_step')}, not {step}"
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        return "no *.safetensors weights"
+    for file in weights:
+        try:
+            with safe_open(str(file), "pt"):
+                pass
+        except Exception as err:  # noqa: BLE001 - SafetensorError, OSError: all mean unreadable
+            return f"{file.name} is incomplete ({err})"
+    rng = sorted(path.glob("rng_state*.pth"))
+    for file in [path / "optimizer.pt", path / "scheduler.pt", *(rng or [path / "rng_state.pth"])]:
+        if not file.is_file():
+            return f"no {file.name}"
+        if not zipfile.is_zipfile(file):
+            return f"{file.name} is incomplete (not a whole torch.save archive)"
+    return None
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+    """The highest-step ``checkpoint-N`` folder that is complete (:func:`checkpoint_problem`).
+
+    Each newer checkpoint passed over is logged in one line with the reason (typically one
+    being written when the process was killed), so a resume says where it fell back from.
     """
     steps = []
     for path in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"):
         suffix = path.name[len(CHECKPOINT_PREFIX):]
-        if suffix.isdigit() and (path / "trainer_state.json").is_file():
+        if suffix.isdigit():
             steps.append((int(suffix), path))
-    return max(steps)[1] if steps else None
+    for _, path in sorted(steps, reverse=True):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        logger.warning("%s is incomplete (%s): falling back to the checkpoint before it", path, problem)
+    return None
 
 
 def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,

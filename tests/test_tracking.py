@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import http.server
 import json
+import os
 import socket
+import subprocess
+import sys
+import threading
 
+import pytest
 import wandb
-from tests_helpers import load_script
+from tests_helpers import REPO, load_script
 
 from training.tracking import RUN_ID_FILENAME, dataset_fingerprint, git_commit, wandb_mode
 
@@ -17,6 +25,51 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # nothing listens once it is closed
 
 
+@contextlib.contextmanager
+def _server(answer: str):
+    """A real local HTTP server on 127.0.0.1 that plays one kind of W&B server; yields its URL.
+
+    ``answer``: "ok" (W&B's viewer JSON for key "k"*40, 401 for any other key), "503" (an
+    outage), "portal" (a captive portal: 200 with an HTML page), or "silent" (accepts the
+    connection and the request, never answers).
+    """
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if answer == "silent":
+                release.wait()
+                return
+            key_ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(
+                b"api:" + b"k" * 40).decode()
+            status, body, kind = {
+                "ok": (200, b'{"data": {"viewer": {"id": "VXNlcjox"}}}', "application/json") if key_ok
+                else (401, b'{"errors": ["unauthorized"]}', "application/json"),
+                "503": (503, b"Service Unavailable", "text/plain"),
+                "portal": (200, b"<html><body>Log in to the hotel Wi-Fi</body></html>", "text/html"),
+            }[answer]
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
 def test_mode_is_offline_without_credentials_or_network(tmp_path):
     home = {"HOME": str(tmp_path)}
     assert wandb_mode(home)[0] == "offline" and "credentials" in wandb_mode(home)[1]
@@ -24,12 +77,46 @@ def test_mode_is_offline_without_credentials_or_network(tmp_path):
     unreachable = {**home, "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}"}
     mode, reason = wandb_mode(unreachable, probe_timeout_sec=1.0)
     assert mode == "offline" and "cannot be reached" in reason
-    with socket.socket() as server:  # a reachable host with a key in ~/.netrc (as `wandb login` writes)
-        server.bind(("127.0.0.1", 0))
-        server.listen()
+    with _server("ok") as url:  # a W&B server, the key in ~/.netrc (as `wandb login` writes it)
         (tmp_path / ".netrc").write_text("machine 127.0.0.1\n  login user\n  password " + "k" * 40 + "\n")
-        online = {**home, "WANDB_BASE_URL": f"http://127.0.0.1:{server.getsockname()[1]}"}
-        assert wandb_mode(online) == ("online", "")
+        assert wandb_mode({**home, "WANDB_BASE_URL": url}) == ("online", "")
+        mode, reason = wandb_mode({**home, "WANDB_BASE_URL": url, "WANDB_API_KEY": "b" * 40})
+        assert mode == "offline" and "rejected the API key (HTTP 401" in reason
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ("503", "answered HTTP 503"),
+    ("portal", "did not answer as a W&B server"),
+    ("silent", "cannot be reached within 1 s"),
+])
+def test_a_server_that_does_not_work_means_offline(tmp_path, answer, reason):
+    with _server(answer) as url:
+        env = {"HOME": str(tmp_path), "WANDB_API_KEY": "k" * 40, "WANDB_BASE_URL": url}
+        mode, why = wandb_mode(env, probe_timeout_sec=1.0)
+    assert mode == "offline" and why.startswith(url) and reason in why
+
+
+def test_online_mode_without_a_key_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="WANDB_MODE=online but there are no W&B credentials.*wandb login"):
+        wandb_mode({"HOME": str(tmp_path), "WANDB_MODE": "online"})
+    assert wandb_mode({"HOME": str(tmp_path), "WANDB_MODE": "online", "WANDB_API_KEY": "k" * 40}) == (
+        "online", "WANDB_MODE is set")
+
+
+def test_training_against_an_outage_starts_offline(tiny_setup, tmp_path):
+    """scripts/train.py with a key and a server answering 503: trains, offline, one line says why."""
+    root, study, sizes = tiny_setup
+    with _server("503") as url:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+        env.update(HOME=str(tmp_path), WANDB_API_KEY="k" * 40, WANDB_BASE_URL=url)
+        out = tmp_path / "w16"
+        proc = subprocess.run([sys.executable, str(REPO / "scripts" / "train.py"), "--size", str(sizes["w16"]),
+                               "--dataset", str(root / "data"), "--study", str(study), "--output-dir", str(out)],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"W&B offline ({url} answered HTTP 503" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert (out / "run_summary.json").is_file() and list((out / "wandb").glob("offline-run-*"))
 
 
 def test_provenance_fields(tmp_path):
@@ -87,3 +174,26 @@ def test_offline_run_is_named_and_holds_the_study(tiny_setup, tmp_path, monkeypa
     assert captured["summary"]["eval_loss"] == summary["eval_loss"]
     assert captured["summary"]["n_params_non_embedding"] == summary["n_params_non_embedding"]
     assert list((out / "wandb").glob("offline-run-*"))
+
+
+def test_an_online_start_that_fails_falls_back_to_offline(tmp_path, monkeypatch, capsys):
+    """wandb.init failing online (here: its CommError, as after init_timeout) is not fatal."""
+    from training.tracking import start_wandb_run
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    real_init = wandb.init
+    modes = []
+
+    def init(**kwargs):
+        modes.append(kwargs["mode"])
+        if kwargs["mode"] == "online":
+            raise wandb.errors.CommError("Run initialization has timed out after 15.0 sec.\nPlease try again.")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    run = start_wandb_run(tmp_path, "online", "", project="p", group="g", name="n", config={"N": 1})
+    run.finish()
+    assert modes == ["online", "offline"]
+    printed = capsys.readouterr().out
+    assert ("W&B offline (starting the online run failed: CommError: Run initialization has timed out after "
+            "15.0 sec.). Upload later with:") in printed

@@ -35,7 +35,14 @@ from configs.study import (
 )
 from data.io import write_json_atomic
 from training.hub import repo_id_for_size, size_label
-from training.run import LR_RULE_FILENAME, RUN_SUMMARY_FILENAME, RunArguments, check_plan, read_dataset_stats
+from training.run import (
+    LR_RULE_FILENAME,
+    RUN_SUMMARY_FILENAME,
+    RunArguments,
+    check_plan,
+    read_dataset_stats,
+    run_recipe,
+)
 from training.study import (
     RESULTS_FILENAME,
     PlannedRun,
@@ -45,6 +52,7 @@ from training.study import (
     stale_reason,
     sweep_learning_rates,
 )
+from training.tracking import dataset_fingerprint
 
 
 def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
@@ -60,8 +68,9 @@ def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: int) -> None:
-    """A finished run is skipped; refuse, before any training, when it was trained on another token budget.
+def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: int, recipe: dict) -> None:
+    """A finished run is skipped; refuse, before any training, when it was trained on another token
+    budget, dataset, block size, batch or schedule (`training.study.stale_reason`).
 
     Raises:
         ValueError: names each such run and what to do.
@@ -70,7 +79,7 @@ def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: i
     for run in runs:
         summary_path = study_dir / run.run_name / RUN_SUMMARY_FILENAME
         if summary_path.is_file():
-            reason = stale_reason(json.loads(summary_path.read_text()), run, main_tokens)
+            reason = stale_reason(json.loads(summary_path.read_text()), run, main_tokens, recipe)
             if reason:
                 stale.append(f"{summary_path.parent} {reason}")
     if stale:
@@ -109,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     runs, notes = plan_study_runs(sizes, n_params, tokens_per_step=layout.tokens_per_step,
                                   epoch_tokens=epoch_steps * layout.tokens_per_step,
                                   token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets)
-    _check_finished_runs(Path(args.output_dir), runs, steps * layout.tokens_per_step)
+    # what every run trains on besides D, rate and seed: a finished run made otherwise is not reused
+    recipe = run_recipe(args.dataset, dataset_fingerprint(args.dataset), stats["block_size"],
+                        layout.tokens_per_step, training_args.to_dict())
+    _check_finished_runs(Path(args.output_dir), runs, steps * layout.tokens_per_step, recipe)
     print(f"{len(sizes)} sizes x {steps} steps x {layout.tokens_per_step:,} tokens = "
           f"{steps * layout.tokens_per_step:,} tokens each")
     if len(runs) > len(sizes):
@@ -132,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     if swept:
         sweeps, rule = sweep_learning_rates(swept, n_params, study_dir, command, centre=training_args.learning_rate,
                                             factors=study.lr_sweep_factors, extend=study.lr_sweep_extend,
-                                            main_tokens=main_tokens)
+                                            main_tokens=main_tokens, recipe=recipe)
         write_json_atomic(study_dir / LR_RULE_FILENAME, {
             "rule": rule.to_dict() if isinstance(rule, LrRule) else None,
             "reason": rule if isinstance(rule, str) else "", "sweeps": {k: v.to_dict() for k, v in sweeps.items()}})
@@ -161,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                  s, learning_rate=lr_of[s].learning_rate if lr_of[s].lr_source == "swept" else None, seed=seed))
              for seed in study.repeat_seeds for s in repeated]
     todo += [at_rate(r) for r in runs[len(sizes):] if r.size in lr_of]
-    run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens)
+    run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens, recipe=recipe)
     results = json.loads((study_dir / RESULTS_FILENAME).read_text())  # every run of the study, sweeps included
     if study.sample_count:
         from generation.pipeline import sample_study

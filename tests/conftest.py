@@ -88,6 +88,24 @@ def tiny_setup(tmp_path_factory, pop909_files):
 
 
 @pytest.fixture(scope="session")
+def other_datasets(tiny_setup):
+    """Two datasets that differ from tiny_setup's: ``{"corpus": other songs at block 64,
+    "block_size": the same songs at block 32}`` (the same tokenizer, so the same vocabulary)."""
+    from data.pipeline import DataArguments, prepare_dataset
+
+    root = tiny_setup[0]
+    other = root / "other-corpus"
+    other.mkdir(exist_ok=True)
+    for p in sorted(POP909.glob("*.mid"))[8:14]:
+        (other / p.name).write_bytes(p.read_bytes())
+    out = {"corpus": root / "other-data-64", "block_size": root / "data-32"}
+    for source, key, block in ((other, "corpus", 64), (root / "corpus", "block_size", 32)):
+        prepare_dataset(DataArguments(source=str(source), output=str(out[key]), block_size=block, num_proc=1,
+                                      val_fraction=0.2, test_fraction=0.2, seed=3))
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_runs(tiny_setup):
     """Three real tiny training runs (w16, w32, w48, 30 steps each) under ``<root>/runs``."""
     root, study, sizes = tiny_setup

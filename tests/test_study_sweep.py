@@ -122,3 +122,21 @@ def test_a_finished_run_is_reused_only_if_it_matches_its_plan():
     assert "seed 7" in stale_reason(summary, PlannedRun("w16", "w16-s8", learning_rate=0.003, seed=8), 5120)
     # top-level fields, written since the sweep, win over the Trainer's config
     assert stale_reason({**summary, "learning_rate": 0.006}, run, 5120).startswith("was trained at learning rate")
+
+
+def test_a_finished_study_refuses_another_dataset_or_schedule(sweep_study, tiny_setup, other_datasets):
+    """Re-running the study on another dataset, block size or warmup reuses nothing and trains nothing."""
+    out, sizes, _ = sweep_study
+    root = tiny_setup[0]
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*/run_summary.json")}
+    study_yaml = out.parent / "sweep.yaml"
+    run_study = load_script("run_study")
+    for dataset, extra, phrase in (
+            (other_datasets["corpus"], [], f"was trained on the dataset {root / 'data'} (fingerprint "),
+            (other_datasets["block_size"], [], "has block_size 64, not 32"),
+            (root / "data", ["--warmup_steps", "0.5"], "has warmup_steps 0.1, not 0.5")):
+        with pytest.raises(ValueError, match="another --output-dir") as err:
+            run_study.main(["--dataset", str(dataset), "--study", str(study_yaml), "--output-dir", str(out),
+                            "--sizes", *map(str, sizes.values()), *extra])
+        assert phrase in str(err.value) and "retrain" in str(err.value)
+    assert before == {p: p.stat().st_mtime_ns for p in out.glob("*/run_summary.json")}  # nothing retrained

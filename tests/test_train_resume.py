@@ -64,8 +64,27 @@ def killed_run(tiny_setup, tmp_path_factory):
     return tmp / "run", tmp / "ref", tmp / "complete-checkpoint-10"
 
 
-def test_killed_training_resumes_from_its_last_complete_checkpoint(tiny_setup, killed_run):
+def test_killed_training_resumes_from_its_last_complete_checkpoint(tiny_setup, killed_run, other_datasets):
     run, ref_dir, _ = killed_run
+    # first, resumes that would mix two runs in one folder: refused, and the checkpoints stay
+    for other, phrase in ((other_datasets["corpus"], "(fingerprint "), (other_datasets["block_size"],
+                                                                        "has block_size 64, not 32")):
+        args = _train_args(tiny_setup, run)
+        args[args.index("--dataset") + 1] = str(other)
+        refused = _run(args)
+        out, _ = refused.communicate(timeout=600)
+        assert refused.returncode == 2, out[-3000:]
+        error = [line for line in out.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and "Traceback" not in out, out[-3000:]
+        assert f"Cannot resume {run / 'checkpoint-10'}" in error[0] and phrase in error[0]
+        assert f"dataset {tiny_setup[0] / 'data'} (fingerprint" in error[0] and f"not {other} (" in error[0]
+        assert "--restart" in error[0] and "another --output-dir" in error[0]
+        assert (run / "checkpoint-10" / "trainer_state.json").is_file()
+    args = _train_args(tiny_setup, run) + ["--learning_rate", "0.01"]
+    refused = _run(args)
+    out, _ = refused.communicate(timeout=600)
+    assert refused.returncode == 2 and "has learning_rate 0.003, not 0.01" in out, out[-3000:]
+
     resumed = _run(_train_args(tiny_setup, run))
     out, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, out[-3000:]

@@ -273,13 +273,73 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
     return None
 
 
+RUN_PLAN_FILENAME = "run_plan.json"  # what a run in progress trains on, checked when it is resumed
+# TrainingArguments that change the result of a run of a given D, learning rate and seed
+RECIPE_TRAINING_KEYS = ("warmup_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "weight_decay", "adam_beta1",
+                        "adam_beta2", "adam_epsilon", "max_grad_norm")
+
+
+def run_recipe(dataset: str | Path, fingerprint: str, block_size: int, global_batch_tokens: int,
+               training: dict[str, Any]) -> dict[str, Any]:
+    """What a run was (or will be) trained on, besides its D, learning rate and seed.
+
+    Args:
+        dataset: the prepared dataset's folder (named in messages, not compared).
+        fingerprint: its `training.tracking.dataset_fingerprint`.
+        block_size: tokens per block; global_batch_tokens: tokens per optimizer step.
+        training: ``TrainingArguments.to_dict()`` (or the study's settings); the
+            `RECIPE_TRAINING_KEYS` are kept.
+
+    Returns:
+        A JSON-able dict; compare two with :func:`recipe_differences`.
+    """
+    return {"dataset": str(dataset), "dataset_fingerprint": fingerprint, "block_size": block_size,
+            "global_batch_tokens": global_batch_tokens, **{k: training.get(k) for k in RECIPE_TRAINING_KEYS}}
+
+
+def recipe_of_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The `run_recipe` of a finished run, read back from its ``run_summary.json``."""
+    config = summary.get("config") or {}
+    return run_recipe((config.get("dataset") or {}).get("path", "?"), summary.get("dataset_fingerprint"),
+                      summary.get("block_size"), summary.get("global_batch_tokens"), config.get("training") or {})
+
+
+def recipe_differences(trained: dict[str, Any], planned: dict[str, Any]) -> list[str]:
+    """How ``planned`` differs from ``trained`` (two `run_recipe` dicts), one phrase each.
+
+    A key missing or None on either side (a run from before it was recorded) is not compared.
+    """
+    def known(value: Any) -> bool:
+        return value is not None
+
+    out = []
+    if known(trained.get("dataset_fingerprint")) and known(planned.get("dataset_fingerprint")) \
+            and trained["dataset_fingerprint"] != planned["dataset_fingerprint"]:
+        same = " (the same folder, prepared again since)" if trained.get("dataset") == planned.get("dataset") else ""
+        out.append(f"was trained on the dataset {trained.get('dataset')} (fingerprint "
+                   f"{trained['dataset_fingerprint'][:8]}), not {planned.get('dataset')} "
+                   f"(fingerprint {planned['dataset_fingerprint'][:8]}){same}")
+    for key in ("block_size", "global_batch_tokens", *RECIPE_TRAINING_KEYS):
+        old, new = trained.get(key), planned.get(key)
+        if known(old) and known(new) and old != new and not (
+                isinstance(old, float | int) and isinstance(new, float | int) and np.isclose(old, new, rtol=1e-9)):
+            out.append(f"has {key} {old}, not {new}")
+    return out
+
+
 def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
-                          tokens_per_step: int) -> Path | None:
+                          tokens_per_step: int, plan: dict[str, Any] | None = None) -> Path | None:
     """The checkpoint to resume from (None: start over), checked against the planned run.
 
+    Args:
+        plan: this run's `run_recipe` plus ``model``, ``learning_rate`` and ``seed``; compared
+            with the ``run_plan.json`` the run wrote when it started (None: not compared).
+
     Raises:
-        ValueError: ``--resume`` without a checkpoint, a checkpoint from another plan (steps
-            or batch), which would silently change D, or a finished run without ``--restart``.
+        ValueError: ``--resume`` without a checkpoint; a checkpoint from another plan (steps or
+            batch, which would silently change D; another dataset, block size, model, learning
+            rate, seed or schedule, which would mix two runs in one); or a finished run
+            without ``--restart``. Each message names both sides and the way out.
     """
     if run.resume and run.restart:
         raise ValueError("--resume and --restart contradict each other; give one.")
@@ -287,6 +347,7 @@ def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
         for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
             shutil.rmtree(path)  # starting over: no stale checkpoint may be resumed later
         (output_dir / RUN_SUMMARY_FILENAME).unlink(missing_ok=True)
+        (output_dir / RUN_PLAN_FILENAME).unlink(missing_ok=True)
         return None
     if (output_dir / RUN_SUMMARY_FILENAME).is_file():
         raise ValueError(f"{output_dir} holds a finished run ({RUN_SUMMARY_FILENAME}); use another --output-dir, "
@@ -302,6 +363,17 @@ def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
         raise ValueError(f"{last} belongs to a run of {saved_steps} steps, this one plans {max_steps} "
                          f"({tokens_per_step} tokens per step); use the same study and dataset, or pass "
                          "--restart to start over.")
+    try:
+        started = json.loads((output_dir / RUN_PLAN_FILENAME).read_text())
+    except (OSError, ValueError):
+        started = None  # a run from before run_plan.json was written: steps checked above only
+    if plan is not None and started is not None:
+        differences = recipe_differences(started, plan) + [
+            f"has {key} {started.get(key)}, not {plan[key]}" for key in ("model", "learning_rate", "seed")
+            if started.get(key) is not None and started.get(key) != plan[key]]
+        if differences:
+            raise ValueError(f"Cannot resume {last}: the run {'; '.join(differences)}. Resume with the same "
+                             "arguments, pass --restart to start over, or use another --output-dir.")
     return last
 
 
@@ -379,12 +451,17 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
 
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = _checkpoint_to_resume(run, output_dir, max_steps, layout.tokens_per_step)
-    n_tokens = max_steps * layout.tokens_per_step
     main_process = training_args.process_index == 0
-    # read once, by the process that writes the summary (hashing a large dataset takes seconds)
-    provenance = {"dataset_fingerprint": dataset_fingerprint(run.dataset), "git_commit": git_commit()} \
-        if main_process else {}
+    # every process reads it (about a second per GB), so all of them refuse a mismatched resume alike
+    fingerprint = dataset_fingerprint(run.dataset)
+    plan = {**run_recipe(run.dataset, fingerprint, block_size, layout.tokens_per_step, training_args.to_dict()),
+            "size": str(run.size), "model": {k: getattr(config, k) for k in ("n_layer", "n_embd", "n_head", "n_inner")},
+            "learning_rate": training_args.learning_rate, "seed": training_args.seed, "max_steps": max_steps}
+    checkpoint = _checkpoint_to_resume(run, output_dir, max_steps, layout.tokens_per_step, plan)
+    if checkpoint is None and main_process:
+        write_json_atomic(output_dir / RUN_PLAN_FILENAME, plan)
+    n_tokens = max_steps * layout.tokens_per_step
+    provenance = {"dataset_fingerprint": fingerprint, "git_commit": git_commit()} if main_process else {}
     wandb_run = None
     if use_wandb:  # only ever true on the main process
         wandb_run = start_wandb_run(output_dir, *wandb_mode_reason, project=study.wandb_project, group=study.study_name,
@@ -479,6 +556,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         write_json_atomic(output_dir / RUN_SUMMARY_FILENAME, summary)
         for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
             shutil.rmtree(path)  # the finished model is saved above; checkpoints only served resuming
+        (output_dir / RUN_PLAN_FILENAME).unlink(missing_ok=True)  # as did the plan they were checked against
         if wandb_run is not None:
             wandb_run.summary.update({k: v for k, v in summary.items() if k != "config"})
             wandb_run.finish()

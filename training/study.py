@@ -19,7 +19,7 @@ import pandas as pd
 
 from analysis.lr_sweep import LrRule, SizeSweep, fit_lr_rule, sweep_of_size
 from data.io import write_json_atomic
-from training.run import RUN_SUMMARY_FILENAME
+from training.run import RUN_SUMMARY_FILENAME, recipe_differences, recipe_of_summary
 
 RESULTS_FILENAME = "results.json"
 _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops", "train_loss",
@@ -165,14 +165,18 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
     return runs, notes
 
 
-def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | None) -> str:
-    """Why a finished run does not match its plan (D, learning rate, seed), or "".
+def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | None,
+                 recipe: dict[str, Any] | None = None) -> str:
+    """Why a finished run does not match its plan (D, learning rate, seed, dataset, batch,
+    schedule), or "".
 
     Args:
         summary: the run's run_summary.json (older runs keep the rate and seed in
             ``config.training`` only).
         run: its plan; a rate or seed left None is not compared.
         main_tokens: the study's own D, for runs on the main budget (None: D is not compared).
+        recipe: the study's `training.run.run_recipe` (dataset fingerprint, block size, batch,
+            schedule); None: not compared.
     """
     training = (summary.get("config") or {}).get("training") or {}
     tokens = run.max_tokens if run.max_tokens is not None else main_tokens
@@ -186,12 +190,13 @@ def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | No
     trained_seed = summary.get("seed", training.get("seed"))
     if run.seed is not None and trained_seed is not None and trained_seed != run.seed:
         return f"was trained with seed {trained_seed}, but the study plans {run.seed}"
-    return ""
+    differences = recipe_differences(recipe_of_summary(summary), recipe) if recipe else []
+    return "; ".join(differences)
 
 
 def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_command: list[str], *,
               log: Any = print, size_args: Callable[[str], list[str]] | None = None,
-              main_tokens: int | None = None) -> list[dict[str, Any]]:
+              main_tokens: int | None = None, recipe: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train each run unless its ``run_summary.json`` exists; write ``results.json``.
 
     Args:
@@ -206,9 +211,12 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
             runs only.
         main_tokens: the study's own D; with it, a finished run is checked against its planned
             D, learning rate and seed before it is reused.
+        recipe: the study's `training.run.run_recipe`; with it, a finished run is also checked
+            for its dataset, block size, batch and schedule.
 
     Raises:
-        ValueError: a finished run was trained on another D, learning rate or seed than planned.
+        ValueError: a finished run was trained on another D, learning rate, seed, dataset, batch or
+            schedule than planned.
 
     Returns:
         One entry per run: ``size``, ``run_name``, ``max_tokens``, ``compute_budget``,
@@ -232,7 +240,7 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
         entry: dict[str, Any] = {"size": size, "run_name": name, "max_tokens": run.max_tokens,
                                  "compute_budget": run.compute_budget or None, "run_dir": str(run_dir)}
         if summary_path.is_file():
-            stale = stale_reason(_read_summary(study_dir, name) or {}, run, main_tokens)
+            stale = stale_reason(_read_summary(study_dir, name) or {}, run, main_tokens, recipe)
             if stale:
                 raise ValueError(f"{run_dir} {stale}; delete the folder to retrain it, or use another --output-dir.")
             entry["status"] = "existing"
@@ -283,7 +291,8 @@ def _sweep_grid(centre: float, factors: list[float]) -> list[float]:
 def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: str | Path,
                          train_command: list[str], *, centre: float, factors: list[float], extend: int = 2,
                          metric: str = "eval_loss", log: Any = print,
-                         main_tokens: int | None = None) -> tuple[dict[str, SizeSweep], LrRule | str]:
+                         main_tokens: int | None = None,
+                         recipe: dict[str, Any] | None = None) -> tuple[dict[str, SizeSweep], LrRule | str]:
     """Sweep each size's learning rate on the main budget, smallest size first, and fit lr*(N).
 
     Each size trains at ``centre_i * f`` for every factor ``f`` (runs ``<size>-lr<rate>``, see
@@ -303,7 +312,8 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         extend: most rates added beyond an edge, per size.
         metric: the loss that picks the best (``eval_loss``: validation).
         log: progress lines.
-        main_tokens: the study's D, to check finished runs before reusing them (see `run_study`).
+        main_tokens, recipe: the study's D and recipe, to check finished runs before reusing them
+            (see `run_study`).
 
     Returns:
         ``(sweeps, rule)``: size -> `analysis.lr_sweep.SizeSweep` for every size with a
@@ -323,7 +333,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         for added in range(extend + 1):
             planned = [PlannedRun(size, run_name(size, learning_rate=r), learning_rate=r, lr_source="swept")
                        for r in rates]
-            run_study(planned, study_dir, train_command, log=log, main_tokens=main_tokens)
+            run_study(planned, study_dir, train_command, log=log, main_tokens=main_tokens, recipe=recipe)
             rows = [{"run_name": r.run_name, "learning_rate": r.learning_rate, metric: summary.get(metric)}
                     for r in planned if (summary := _read_summary(study_dir, r.run_name)) and summary.get(metric)]
             if not rows:

@@ -46,7 +46,7 @@ from data.processing import (
     transpose_item,
 )
 from data.sources import list_source_items
-from tokenizer import build_tokenizer, save_tokenizer, special_token_ids, train_bpe
+from tokenizer import TOKENIZER_FILENAME, build_tokenizer, save_tokenizer, special_token_ids, train_bpe
 
 SPLITS = ("train", "validation", "test")
 MANIFEST_FILENAME = "manifest.jsonl"
@@ -312,12 +312,55 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
         return _prepare_dataset(args, command_line)
 
 
+# what a finished preparation writes into OUTPUT (the DatasetDict's files, tokenizer, manifest, stats)
+OUTPUT_NAMES = ("dataset_dict.json", *SPLITS, TOKENIZER_FILENAME, MANIFEST_FILENAME, STATS_FILENAME)
+
+
+def _commit_outputs(staged: Path, out: Path) -> None:
+    """Move a finished run's outputs from ``staged`` into ``out``, replacing the dataset there.
+
+    Each move is an ``os.replace`` within one file system. ``stats.json`` leaves first and
+    arrives last, and a dataset counts as prepared only with it (`training.run.read_dataset_stats`),
+    so a reader sees the old dataset, none, or the new one, never a mix. The old outputs wait
+    in ``_work/previous`` until the new ones are in place; a process killed in between is
+    rolled back by the next run (:func:`_roll_back_interrupted_commit`).
+    """
+    previous = staged.parent / "previous"
+    shutil.rmtree(previous, ignore_errors=True)
+    previous.mkdir()
+    for name in (STATS_FILENAME, *[n for n in OUTPUT_NAMES if n != STATS_FILENAME]):
+        if (out / name).exists():
+            os.replace(out / name, previous / name)
+    for name in (*[n for n in OUTPUT_NAMES if n != STATS_FILENAME], STATS_FILENAME):
+        if (staged / name).exists():
+            os.replace(staged / name, out / name)
+    shutil.rmtree(previous)
+
+
+def _roll_back_interrupted_commit(out: Path) -> None:
+    """Put back the dataset a killed :func:`_commit_outputs` had begun to replace (no ``stats.json``
+    in ``out`` yet), or finish clearing it away (the new one is complete)."""
+    previous = out / "_work" / "previous"
+    if not previous.is_dir():
+        return
+    if not (out / STATS_FILENAME).is_file():
+        for name in OUTPUT_NAMES:
+            if (previous / name).exists():
+                if (out / name).is_dir():
+                    shutil.rmtree(out / name)
+                os.replace(previous / name, out / name)
+        print(f"{out}: put back the dataset an interrupted run had begun to replace.")
+    shutil.rmtree(previous)
+
+
 def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, Any]:
     """Run the whole preparation and write everything into ``args.output``.
 
     Tokenized shards are kept in ``OUTPUT/_work`` until the end, so running the same
     command after a crash or a kill resumes from the first unfinished shard and gives
-    the same dataset (see :func:`tokenize_in_shards`).
+    the same dataset (see :func:`tokenize_in_shards`). Every output is written into
+    ``OUTPUT/_work/result`` and moved into ``OUTPUT`` only once the run has succeeded
+    (:func:`_commit_outputs`), so a run that fails leaves a dataset already there as it was.
 
     Args:
         args: the options; see :class:`DataArguments`.
@@ -328,7 +371,8 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
 
     Raises:
         FileNotFoundError / ValueError: bad source or options (nothing is written).
-        ValueError: no piece survived, or a split is empty (explains what to change).
+        ValueError: no piece survived, or a split is empty (explains what to change); the
+            manifest stays in ``OUTPUT/_work/result``, and a dataset in ``OUTPUT`` is untouched.
     """
     t0 = time.time()
     out = Path(args.output)
@@ -336,6 +380,7 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
     if args.max_files:
         items = items[: args.max_files]
     out.mkdir(parents=True, exist_ok=True)
+    _roll_back_interrupted_commit(out)
     work = out / "_work"  # tokenized shards and intermediate Arrow files; removed at the end
 
     # 1-2. tokenize every item with the base tokenizer, shard by shard
@@ -350,11 +395,14 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
         items, work / "shards", args.shard_size or 500 * args.num_proc, num_proc,
         {**tok_kwargs, "limits": asdict(args.limits()), "timeout_sec": args.piece_timeout_sec})
 
-    # 3-4. deduplicate, split by piece, write the manifest
-    split_codes, counts = write_manifest(pieces, out / MANIFEST_FILENAME, args)
+    # 3-4. deduplicate, split by piece, write the manifest (into result/, moved into out at the end)
+    result = work / "result"
+    shutil.rmtree(result, ignore_errors=True)
+    result.mkdir()
+    split_codes, counts = write_manifest(pieces, result / MANIFEST_FILENAME, args)
     if not counts["items_kept"]:
         raise ValueError(f"No usable piece among {len(items)} items from {args.source}; "
-                         f"see the reasons in {out / MANIFEST_FILENAME}.")
+                         f"see the reasons in {result / MANIFEST_FILENAME}.")
     split_rows = {s: np.flatnonzero(split_codes == k) for k, s in enumerate(SPLITS)}
     empty = [s for s in SPLITS if not len(split_rows[s]) and (s == "train" or _fraction(args, s) > 0)]
     if empty:
@@ -411,8 +459,8 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
 
     # 8. save
     dataset_dict = DatasetDict(packed)
-    dataset_dict.save_to_disk(str(out), num_proc=None)
-    save_tokenizer(tok, out)
+    dataset_dict.save_to_disk(str(result), num_proc=None)
+    save_tokenizer(tok, result)
     elapsed = time.time() - t0
     stats = {
         "source": str(args.source),
@@ -432,7 +480,8 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
         "elapsed_sec": elapsed,
         "items_per_sec": counts["items_seen"] / elapsed if elapsed else None,
     }
-    write_json_atomic(out / STATS_FILENAME, stats)
+    write_json_atomic(result / STATS_FILENAME, stats)
+    _commit_outputs(result, out)
     shutil.rmtree(work, ignore_errors=True)
     return stats
 

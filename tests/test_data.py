@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -278,3 +281,40 @@ def test_tempo_changes_with_few_notes_are_music(tmp_path):
     names = {i: name for name, i in tok.vocab.items()}
     tempo_tokens = [names[i] for i in result["input_ids"] if names[i].startswith("Tempo_")]
     assert len(set(tempo_tokens)) == 2  # the change survives tokenization
+
+
+def _snapshot(folder) -> dict[str, str]:
+    """Every file under ``folder`` except the resume state (_work): relative path -> SHA-1."""
+    return {str(p.relative_to(folder)): hashlib.sha1(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*"))
+            if p.is_file() and "_work" not in p.relative_to(folder).parts}
+
+
+def test_a_failed_rerun_leaves_a_finished_dataset_as_it_was(prepared, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(prepared[0], out)
+    before = _snapshot(out)
+    assert "manifest.jsonl" in before and "stats.json" in before and "train/dataset_info.json" in before
+    args = DataArguments(source=str(prepared[0].parent / "corpus"), output=str(out), block_size=64, num_proc=1,
+                         val_fraction=0.001, test_fraction=0.25, seed=0)  # 0.1 % of 10 pieces: none
+    with pytest.raises(ValueError, match=r"Split\(s\) \['validation'\] got no piece"):
+        prepare_dataset(args)
+    assert _snapshot(out) == before  # the manifest of the failed run went to _work/result, not over this one
+    assert (out / "_work" / "result" / "manifest.jsonl").is_file()
+
+
+def test_a_replacement_killed_halfway_is_rolled_back(prepared, tmp_path):
+    """The state a kill leaves inside _commit_outputs: old stats and train split moved aside,
+    a new train split moved in; the next run first puts the old dataset back."""
+    from data.pipeline import _roll_back_interrupted_commit
+
+    out = tmp_path / "out"
+    shutil.copytree(prepared[0], out)
+    before = _snapshot(out)
+    previous = out / "_work" / "previous"
+    previous.mkdir(parents=True)
+    for name in ("stats.json", "manifest.jsonl", "train"):
+        os.replace(out / name, previous / name)
+    (out / "train").mkdir()
+    (out / "train" / "data-00000-of-00001.arrow").write_bytes(b"half of a new dataset")
+    _roll_back_interrupted_commit(out)
+    assert _snapshot(out) == before and not previous.exists()

@@ -34,6 +34,7 @@ from miditok import TokTrainingIterator
 
 from configs import DEFAULT_TOKENIZER_CONFIG
 from data.io import open_atomic, write_json_atomic
+from data.isolation import die_with_parent
 from data.packing import pack_dataset
 from data.processing import (
     SKIP_REASONS,
@@ -306,8 +307,25 @@ def _children_end_with_sigterm() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_FORK_HOOK_REGISTERED = False
+
+
+def _forked_children_die_with_their_parent() -> None:
+    """From now on, every process forked in this one (``datasets.map`` workers for tokenizing
+    and packing, the queue manager ``datasets`` starts beside them, isolation children) asks
+    the kernel for SIGKILL when its parent dies (`data.isolation.die_with_parent`), so a
+    preparation killed with SIGKILL leaves no process behind. Registered once per process
+    (``os.register_at_fork``); forks of those children inherit it."""
+    global _FORK_HOOK_REGISTERED
+    if not _FORK_HOOK_REGISTERED:
+        os.register_at_fork(after_in_child=die_with_parent)
+        _FORK_HOOK_REGISTERED = True
+
+
 def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, Any]:
-    """See :func:`_prepare_dataset`; SIGTERM also stops the worker processes."""
+    """See :func:`_prepare_dataset`; SIGTERM also stops the worker processes, and SIGKILL
+    takes them with it (:func:`_forked_children_die_with_their_parent`)."""
+    _forked_children_die_with_their_parent()
     with _children_end_with_sigterm():
         return _prepare_dataset(args, command_line)
 

@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from datasets import load_from_disk
-from tests_helpers import REPO
+from tests_helpers import POP909, REPO
 
 from data.pipeline import DataArguments, prepare_dataset, work_plan
 from data.processing import PieceLimits
@@ -134,3 +135,70 @@ def test_shard_size_does_not_change_the_dataset(tmp_path, pop909_files, num_proc
     for split in a["ids"]:
         np.testing.assert_array_equal(a["ids"][split], b["ids"][split])
     assert a["manifest"] == b["manifest"]
+
+
+# Preparation in a child process whose packing workers block inside their first batch after
+# leaving a marker file, so the test kills the run while it packs, whatever the machine's load.
+BLOCKED_PACKING = """
+import functools, json, os, sys, time
+from pathlib import Path
+import data.packing as packing
+import data.pipeline as pipeline
+from data.pipeline import DataArguments, prepare_dataset
+
+markers = Path(sys.argv[2])
+
+def blocked_pack_batch(*args, **kwargs):
+    (markers / f"packing-{os.getpid()}").touch()
+    time.sleep(3600)
+
+packing._pack_batch = blocked_pack_batch
+# batches of 2 pieces, so the few train pieces are packed by 2 map workers
+pipeline.pack_dataset = functools.partial(packing.pack_dataset, batch_size=2)
+prepare_dataset(DataArguments(**json.loads(sys.argv[1])))
+"""
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def test_a_killed_preparation_leaves_no_process_behind(tmp_path):
+    if not POP909.is_dir():
+        pytest.fail(f"POP909 not found at {POP909} (the team's shared data folder)")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for p in sorted(POP909.glob("*.mid"))[:20]:  # 20 items: 2 worker processes (one per 8 items, at most 2)
+        (corpus / p.name).write_bytes(p.read_bytes())
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    args = _args(corpus, tmp_path / "out", num_proc=2, shard_size=0, augment_transpose=0)
+    child = subprocess.Popen([sys.executable, "-c", BLOCKED_PACKING, json.dumps(args), str(markers)], cwd=REPO,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    descendants = []
+    try:
+        deadline = time.time() + 600  # a condition, not a timing: the workers stay in the packing stage
+        while not list(markers.iterdir()):
+            assert child.poll() is None, child.stderr.read()[-3000:]
+            assert time.time() < deadline, "packing never started"
+            time.sleep(0.05)
+        descendants = psutil.Process(child.pid).children(recursive=True)
+        assert len(descendants) >= 2  # the packing workers (and the queue manager of datasets)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        gone_by = time.time() + 60
+        while _alive(descendants) and time.time() < gone_by:
+            time.sleep(0.05)
+        assert not _alive(descendants), [(p.pid, p.cmdline()) for p in _alive(descendants)]
+    finally:
+        for p in _alive(descendants):
+            p.kill()
+        if child.poll() is None:
+            child.kill()

@@ -496,7 +496,9 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
         "command_line": command_line,
         "items_resumed": reused,  # tokenized by an interrupted earlier run, not timed in elapsed_sec
         "elapsed_sec": elapsed,
-        "items_per_sec": counts["items_seen"] / elapsed if elapsed else None,
+        # this run's own work over its own time: items resumed from an earlier run took none of it
+        "items_tokenized": counts["items_seen"] - reused,
+        "items_per_sec": (counts["items_seen"] - reused) / elapsed if elapsed else None,
     }
     write_json_atomic(result / STATS_FILENAME, stats)
     _commit_outputs(result, out)

@@ -52,7 +52,7 @@ def _finished_shards(out: Path) -> list[Path]:
 def _content(out: Path) -> dict:
     ds = load_from_disk(str(out))
     stats = json.loads((out / "stats.json").read_text())
-    for key in ("elapsed_sec", "items_per_sec", "arguments", "command_line", "items_resumed"):
+    for key in ("elapsed_sec", "items_per_sec", "arguments", "command_line", "items_resumed", "items_tokenized"):
         stats.pop(key)
     return {"ids": {s: np.asarray(d["input_ids"]) for s, d in ds.items()},
             "manifest": (out / "manifest.jsonl").read_text(), "stats": stats,
@@ -81,6 +81,9 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, pop909_fil
     stats = prepare_dataset(DataArguments(**_args(corpus, out)))
     assert stats["items_resumed"] >= 6  # the shards of the killed run were reused, not recomputed
     assert f"Resumed: {stats['items_resumed']} of 15 items" in capsys.readouterr().out
+    # the rate counts only this run's own items over its own time
+    assert stats["items_tokenized"] == 15 - stats["items_resumed"]
+    assert stats["items_per_sec"] == pytest.approx(stats["items_tokenized"] / stats["elapsed_sec"])
     assert not (out / "_work").exists()
     resumed = _content(out)
     assert resumed["ids"].keys() == reference["ids"].keys()

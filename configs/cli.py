@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -33,14 +34,60 @@ def parse_strict(parser: HfArgumentParser, argv: list[str]) -> tuple[Any, ...]:
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a script's ``main``; a bad input (FileNotFoundError/ValueError, whose messages
-    say what to do) prints one ``error:`` line instead of a traceback. Set
-    ``MIDI_SCALING_TRACEBACK=1`` to see the traceback.
+    """Run a script's ``main``; a bad input or a fault of the machine prints one ``error:``
+    line instead of a traceback: FileNotFoundError/ValueError and ConnectionError, whose
+    messages say what to do, and the OSErrors of :func:`os_error_message` (a folder that
+    cannot be written, a full disk). Set ``MIDI_SCALING_TRACEBACK=1`` to see the traceback.
     """
     try:
         return main(argv)
-    except (FileNotFoundError, ValueError) as err:
-        if os.environ.get(TRACEBACK_ENV):
+    except (FileNotFoundError, ValueError, ConnectionError, PermissionError) as err:
+        message = str(err) if not isinstance(err, OSError) or err.filename is None else os_error_message(err)
+    except OSError as err:
+        message = os_error_message(err)
+        if message is None:
             raise
-        print(f"error: {err}\n(set {TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
-        return 2
+    if os.environ.get(TRACEBACK_ENV):
+        raise
+    print(f"error: {message}\n(set {TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
+    return 2
+
+
+def os_error_message(err: OSError) -> str | None:
+    """One line for an OSError a user can act on, or None for any other.
+
+    - no permission or a read-only file system (EACCES, EPERM, EROFS): the path, and to
+      choose a writable folder (``--output`` / ``--output-dir``) or fix its permissions;
+    - no space left (ENOSPC, EDQUOT): the path, the space free on its file system, and that
+      what was written before stays (a dataset is replaced only once complete, a run
+      resumes from its last complete checkpoint).
+    """
+    path = err.filename or ""
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {path}: {err.strerror}. Choose a folder you can write to (--output / --output-dir) "
+                "or change its permissions.")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device of {path} ({free_space(path)} free; {err.strerror}). Free some "
+                "space or write elsewhere; what was written before is intact, and the same command resumes.")
+    if isinstance(err, FileNotFoundError | PermissionError):
+        return str(err)
+    return None
+
+
+def free_space(path: str | os.PathLike) -> str:
+    """Free space on the file system holding ``path`` (or its nearest existing parent), e.g. '1.2 MB'."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = float(shutil.disk_usage(folder).free)
+    except OSError:
+        return "unknown"
+    units = ["B", "KB", "MB", "GB", "TB"]
+    while free >= 1000 and len(units) > 1:
+        free /= 1000
+        units.pop(0)
+    return f"{free:.3g} {units[0]}"

@@ -13,6 +13,7 @@ Stages (each a ``datasets.map`` with ``num_proc`` workers where the work is per 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -326,8 +327,13 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
     """See :func:`_prepare_dataset`; SIGTERM also stops the worker processes, and SIGKILL
     takes them with it (:func:`_forked_children_die_with_their_parent`)."""
     _forked_children_die_with_their_parent()
-    with _children_end_with_sigterm():
-        return _prepare_dataset(args, command_line)
+    try:
+        with _children_end_with_sigterm():
+            return _prepare_dataset(args, command_line)
+    except OSError as err:  # Arrow reports a full disk without the path: name the output folder
+        if err.errno in (errno.ENOSPC, errno.EDQUOT) and not err.filename:
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), args.output) from err
+        raise
 
 
 # what a finished preparation writes into OUTPUT (the DatasetDict's files, tokenizer, manifest, stats)

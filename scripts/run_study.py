@@ -68,7 +68,7 @@ def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
     return out
 
 
-def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: int, recipe: dict) -> None:
+def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: int, recipe: dict | None = None) -> None:
     """A finished run is skipped; refuse, before any training, when it was trained on another token
     budget, dataset, block size, batch or schedule (`training.study.stale_reason`).
 

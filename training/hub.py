@@ -9,11 +9,13 @@ pure functions of ``run_summary.json`` / ``stats.json`` (and ``fit.json``), and 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +349,50 @@ def _check_repo_id(repo_id: str) -> None:
     validate_repo_id(repo_id)  # HFValidationError is a ValueError naming the rule broken
 
 
+def _is_network_error(err: BaseException) -> bool:
+    """A connection, DNS, proxy or timeout failure of the Hub client (``httpx``'s transport
+    errors are not OSErrors, and the client's HTTP library has changed between releases)."""
+    names = {c.__name__ for c in type(err).__mro__}
+    return isinstance(err, ConnectionError | TimeoutError) or bool(
+        names & {"TransportError", "ConnectError", "ConnectTimeout", "TimeoutException", "ProxyError"})
+
+
+@contextlib.contextmanager
+def hub_errors(repo_id: str, local: str | Path) -> Iterator[None]:
+    """Turn the Hub client's failures inside the block into one-line errors that say what to do.
+
+    Args:
+        repo_id: the repository being pushed to (named in the message).
+        local: the folder being pushed; the message says it is untouched.
+
+    Raises:
+        ConnectionError: ``HF_HUB_OFFLINE`` is set, or the Hub cannot be reached (network,
+            DNS, proxy, timeout) or answers a server error.
+        PermissionError: the Hub refused the token (HTTP 401/403).
+    """
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    after = f"{local} is unchanged; run the same command again to push it."
+    try:
+        yield
+    except OfflineModeIsEnabled as err:
+        raise ConnectionError(f"Cannot push to {repo_id}: HF_HUB_OFFLINE is set, which turns the Hub off; "
+                              f"unset it (or run where the Hub can be reached). {after}") from err
+    except HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status in (401, 403):
+            raise PermissionError(f"The Hub refused to let this token write {repo_id} (HTTP {status}): log in with "
+                                  f"`hf auth login` or set HF_TOKEN to a token with write access. {after}") from err
+        raise ConnectionError(f"The Hub failed while pushing {repo_id} (HTTP {status}): "
+                              f"{str(err).splitlines()[0]}. {after}") from err
+    except Exception as err:
+        if not _is_network_error(err):
+            raise
+        raise ConnectionError(f"Cannot reach the Hugging Face Hub to push {repo_id} ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else 'no answer'}); check the network "
+                              f"or proxy (HTTPS_PROXY). {after}") from err
+
+
 def push_model(run_dir: str | Path, repo_id: str, *, fit: dict[str, Any] | None = None, private: bool = False,
                token: str | None = None, revision: str | None = None, license: str = DEFAULT_LICENSE,
                api: Any = None) -> str:
@@ -368,6 +414,8 @@ def push_model(run_dir: str | Path, repo_id: str, *, fit: dict[str, Any] | None 
 
     Raises:
         FileNotFoundError / ValueError: see :func:`stage_model_folder`; a malformed repo_id.
+        ConnectionError / PermissionError: the Hub cannot be reached or refuses the token
+            (:func:`hub_errors`); the run folder is untouched.
     """
     _check_repo_id(repo_id)
     api = _hf_api(api, token)
@@ -375,13 +423,14 @@ def push_model(run_dir: str | Path, repo_id: str, *, fit: dict[str, Any] | None 
         staged = stage_model_folder(run_dir, tmp, fit, license=license, repo_id=repo_id)
         summary = json.loads((staged / RUN_SUMMARY_FILENAME).read_text())
         _log_upload(staged, repo_id)
-        api.create_repo(repo_id, exist_ok=True, private=private)
-        if revision is not None:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=str(staged), revision=revision,
-            commit_message=f"Upload size {size_label(summary['size'])} "
-                           f"(N={summary['n_params_non_embedding']:,}, D={summary['tokens_trained']:,})")
+        with hub_errors(repo_id, run_dir):
+            api.create_repo(repo_id, exist_ok=True, private=private)
+            if revision is not None:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=str(staged), revision=revision,
+                commit_message=f"Upload size {size_label(summary['size'])} "
+                               f"(N={summary['n_params_non_embedding']:,}, D={summary['tokens_trained']:,})")
     return info.commit_url
 
 
@@ -498,20 +547,23 @@ def push_dataset(data_dir: str | Path, repo_id: str, *, private: bool = False, t
 
     Raises:
         FileNotFoundError: no prepared dataset at ``data_dir``. ValueError: malformed repo_id.
+        ConnectionError / PermissionError: the Hub cannot be reached or refuses the token
+            (:func:`hub_errors`); the dataset folder is untouched.
     """
     from datasets import load_from_disk
 
     _check_repo_id(repo_id)
     read_dataset_stats(data_dir)  # fails before any upload when there is no dataset
     api = _hf_api(api, token)
-    api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
-    with tempfile.TemporaryDirectory(prefix="hub_dataset_") as tmp:
-        staged = stage_dataset_extras(data_dir, tmp, license=license, repo_id=repo_id)
-        _log_upload(staged, repo_id)
-        api.upload_folder(repo_id=repo_id, folder_path=str(staged), repo_type="dataset",
-                          commit_message="Upload dataset card, tokenizer, stats and manifest")
-    logger.info("uploading to %s: the train/validation/test splits as Parquet", repo_id)
-    info = load_from_disk(str(data_dir)).push_to_hub(repo_id, private=private, token=token,
-                                                     commit_message="Upload packed splits")
+    with hub_errors(repo_id, data_dir):
+        api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
+        with tempfile.TemporaryDirectory(prefix="hub_dataset_") as tmp:
+            staged = stage_dataset_extras(data_dir, tmp, license=license, repo_id=repo_id)
+            _log_upload(staged, repo_id)
+            api.upload_folder(repo_id=repo_id, folder_path=str(staged), repo_type="dataset",
+                              commit_message="Upload dataset card, tokenizer, stats and manifest")
+        logger.info("uploading to %s: the train/validation/test splits as Parquet", repo_id)
+        info = load_from_disk(str(data_dir)).push_to_hub(repo_id, private=private, token=token,
+                                                         commit_message="Upload packed splits")
     # push_to_hub returns None when the splits on the Hub are already identical
     return info.commit_url if info is not None else f"https://huggingface.co/datasets/{repo_id}"

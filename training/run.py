@@ -7,13 +7,16 @@ training and on test at the end, and records N, D and C as structured fields.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
 import shutil
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from datasets import DatasetDict, load_from_disk
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from analysis.lr_sweep import RULE_FORMULA, LrRule
@@ -254,11 +257,12 @@ def checkpoint_problem(path: str | Path) -> str | None:
     return None
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
+def last_complete_checkpoint(output_dir: str | Path, log: bool = True) -> Path | None:
     """The highest-step ``checkpoint-N`` folder that is complete (:func:`checkpoint_problem`).
 
-    Each newer checkpoint passed over is logged in one line with the reason (typically one
-    being written when the process was killed), so a resume says where it fell back from.
+    With ``log``, each newer checkpoint passed over is logged in one line with the reason
+    (typically one being written when the process was killed), so a resume says where it
+    fell back from.
     """
     steps = []
     for path in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"):
@@ -269,7 +273,8 @@ def last_complete_checkpoint(output_dir: str | Path) -> Path | None:
         problem = checkpoint_problem(path)
         if problem is None:
             return path
-        logger.warning("%s is incomplete (%s): falling back to the checkpoint before it", path, problem)
+        if log:
+            logger.warning("%s is incomplete (%s): falling back to the checkpoint before it", path, problem)
     return None
 
 
@@ -375,6 +380,34 @@ def _checkpoint_to_resume(run: RunArguments, output_dir: Path, max_steps: int,
             raise ValueError(f"Cannot resume {last}: the run {'; '.join(differences)}. Resume with the same "
                              "arguments, pass --restart to start over, or use another --output-dir.")
     return last
+
+
+@contextlib.contextmanager
+def _out_of_space_as_os_error(output_dir: Path, checkpoint_bytes: int) -> Iterator[None]:
+    """Turn a full disk while saving into ``OSError(ENOSPC)`` naming ``output_dir``.
+
+    ``torch.save`` reports a failed write as ``RuntimeError`` (``basic_ios::clear: iostream
+    error``, ``unexpected pos ...``) and ``safetensors`` as its own error, with no word of
+    space: a failure while less than one checkpoint (``checkpoint_bytes``) is free on the
+    output's file system is taken to be that. `configs.cli.run_main` prints it in one line
+    with the free space; the last complete checkpoint stays for a resume.
+    """
+    try:
+        yield
+    except Exception as err:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        try:
+            free = shutil.disk_usage(output_dir).free
+        except OSError:
+            raise err from None
+        if free >= checkpoint_bytes or not isinstance(err, RuntimeError | OSError | SafetensorError):
+            raise
+        last = last_complete_checkpoint(output_dir, log=False)
+        raise OSError(errno.ENOSPC, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; a "
+                      f"checkpoint of this model takes about {checkpoint_bytes / 1e6:.2g} MB; "
+                      + (f"{last.name} is complete and the run resumes from it" if last else
+                         "no complete checkpoint yet"), str(output_dir)) from err
 
 
 def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments) -> dict[str, Any]:
@@ -496,70 +529,72 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                 layout.gradient_accumulation_steps, world_size, block_size)
     if checkpoint:
         logger.info("Resuming from %s (step %d of %d)", checkpoint, int(checkpoint.name.split("-")[1]), max_steps)
-    try:
-        train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        train_wall = time.time() - trainer.start_time
-        train_eval_seconds = trainer.eval_seconds  # periodic evaluations inside the training loop
+    checkpoint_bytes = 12 * counts["n_params"] + (1 << 20)  # fp32 weights and two Adam moments, plus small files
+    with _out_of_space_as_os_error(output_dir, checkpoint_bytes):
+        try:
+            train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            train_wall = time.time() - trainer.start_time
+            train_eval_seconds = trainer.eval_seconds  # periodic evaluations inside the training loop
 
-        eval_metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
-        test_loss = None
-        if len(datasets["test"]):
-            test_loss = trainer.evaluate(capped("test"), metric_key_prefix="test")["test_loss"]
-    except BaseException:
-        if wandb_run is not None:
-            wandb_run.finish(exit_code=1)  # marks the W&B run failed; the checkpoints stay for a resume
-        raise
-    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+            eval_metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
+            test_loss = None
+            if len(datasets["test"]):
+                test_loss = trainer.evaluate(capped("test"), metric_key_prefix="test")["test_loss"]
+        except BaseException:
+            if wandb_run is not None:
+                wandb_run.finish(exit_code=1)  # marks the W&B run failed; the checkpoints stay for a resume
+            raise
+        train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
 
-    summary: dict[str, Any] = {}
-    # training throughput: tokens of this process's loop over its wall clock minus periodic evaluations
-    tokens_per_second = (max_steps - trainer.start_step) * layout.tokens_per_step / max(
-        train_wall - train_eval_seconds, 1e-9)
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(output_dir))  # safetensors + config.json
-        for weights in output_dir.glob("*.safetensors"):
-            os.chmod(weights, default_file_mode())  # written owner-only; readable like the other files
-        save_tokenizer(tok, output_dir)
-        trainer.save_state()  # trainer_state.json: the log history analysis reads
-        summary = {
-            "run_name": output_dir.name, "size": run.size, "status": "finished",
-            **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
-            "vocab_size": config.vocab_size, "block_size": block_size,
-            "tokens_trained": n_tokens,
-            "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
-            "flops_total_params": 6 * counts["n_params"] * n_tokens,
-            "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
-            # mean of the logged training losses over the whole run (a resumed run included)
-            "train_loss_mean": float(np.mean(train_losses)) if train_losses else train_output.training_loss,
-            "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
-            "eval_blocks": len(eval_set),
-            "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
-            "per_device_batch_size": layout.per_device_batch_size,
-            "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
-            # the training loop's wall clock, sessions before a resume included; tokens_per_second
-            # is this session's throughput
-            "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
-            "tokens_per_second": tokens_per_second,
-            "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": study.lr_source,
-            **({"lr_rule": rule.to_dict()} if rule is not None else {}),
-            "flops_per_token": fpt, "device_name": device_name,
-            "peak_flops_per_device": peak,
-            "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,
-            "total_wall_clock_s": time.time() - t_start,
-            "device": str(training_args.device), "bf16": training_args.bf16,
-            "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
-            **provenance,
-            "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
-                       "training": training_args.to_dict(), "model": config.to_dict(),
-                       "dataset": {"path": str(run.dataset), "stats": stats}},
-        }
-        write_json_atomic(output_dir / RUN_SUMMARY_FILENAME, summary)
-        for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
-            shutil.rmtree(path)  # the finished model is saved above; checkpoints only served resuming
-        (output_dir / RUN_PLAN_FILENAME).unlink(missing_ok=True)  # as did the plan they were checked against
-        if wandb_run is not None:
-            wandb_run.summary.update({k: v for k, v in summary.items() if k != "config"})
-            wandb_run.finish()
+        summary: dict[str, Any] = {}
+        # training throughput: tokens of this process's loop over its wall clock minus periodic evaluations
+        tokens_per_second = (max_steps - trainer.start_step) * layout.tokens_per_step / max(
+            train_wall - train_eval_seconds, 1e-9)
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(output_dir))  # safetensors + config.json
+            for weights in output_dir.glob("*.safetensors"):
+                os.chmod(weights, default_file_mode())  # written owner-only; readable like the other files
+            save_tokenizer(tok, output_dir)
+            trainer.save_state()  # trainer_state.json: the log history analysis reads
+            summary = {
+                "run_name": output_dir.name, "size": run.size, "status": "finished",
+                **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
+                "vocab_size": config.vocab_size, "block_size": block_size,
+                "tokens_trained": n_tokens,
+                "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
+                "flops_total_params": 6 * counts["n_params"] * n_tokens,
+                "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
+                # mean of the logged training losses over the whole run (a resumed run included)
+                "train_loss_mean": float(np.mean(train_losses)) if train_losses else train_output.training_loss,
+                "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
+                "eval_blocks": len(eval_set),
+                "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
+                "per_device_batch_size": layout.per_device_batch_size,
+                "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
+                # the training loop's wall clock, sessions before a resume included; tokens_per_second
+                # is this session's throughput
+                "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
+                "tokens_per_second": tokens_per_second,
+                "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": study.lr_source,
+                **({"lr_rule": rule.to_dict()} if rule is not None else {}),
+                "flops_per_token": fpt, "device_name": device_name,
+                "peak_flops_per_device": peak,
+                "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,
+                "total_wall_clock_s": time.time() - t_start,
+                "device": str(training_args.device), "bf16": training_args.bf16,
+                "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
+                **provenance,
+                "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
+                           "training": training_args.to_dict(), "model": config.to_dict(),
+                           "dataset": {"path": str(run.dataset), "stats": stats}},
+            }
+            write_json_atomic(output_dir / RUN_SUMMARY_FILENAME, summary)
+            for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+                shutil.rmtree(path)  # the finished model is saved above; checkpoints only served resuming
+            (output_dir / RUN_PLAN_FILENAME).unlink(missing_ok=True)  # as did the plan they were checked against
+            if wandb_run is not None:
+                wandb_run.summary.update({k: v for k, v in summary.items() if k != "config"})
+                wandb_run.finish()
     return summary
 
 

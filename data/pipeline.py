@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import hashlib
 import json
 import os
@@ -36,6 +37,7 @@ from miditok import TokTrainingIterator
 from configs import DEFAULT_TOKENIZER_CONFIG
 from data.io import open_atomic, write_json_atomic
 from data.isolation import die_with_parent
+from data.near_duplicates import NearDuplicateGroups
 from data.packing import pack_dataset
 from data.processing import (
     SKIP_REASONS,
@@ -95,6 +97,18 @@ class DataArguments:
         "help": "Reuse the shards an interrupted run with the same items, tokenizer and limits left in "
                 "OUTPUT/_work (--no-resume: start over)."})
     seed: int = field(default=42, metadata={"help": "Seed of the split hash and the train piece order."})
+    near_duplicates: str = field(default="group", metadata={
+        "help": "Pieces whose tracks share most note n-grams (another part of the same tune, a transposed or "
+                "re-rendered copy): 'group' puts each group in one split and keeps every member, 'drop' keeps "
+                "only its first member (the others are skipped as near_duplicate), 'off' ignores them.",
+        "choices": ["group", "drop", "off"]})
+    near_duplicate_threshold: float = field(default=0.5, metadata={
+        "help": "Least Jaccard similarity of two tracks' note n-gram sets (MinHash estimate) that makes their "
+                "pieces near-duplicates."})
+    exclude: list[str] = field(default_factory=list, metadata={
+        "help": "Leave out items whose path (relative to --source) or any folder name on it matches one of these "
+                "glob patterns, e.g. --exclude melody chords 'Lakh/*-live.mid'; they are listed in the manifest "
+                "as excluded."})
     push_to_hub: str = field(default="", metadata={
         "help": "Then push the DatasetDict, tokenizer.json, stats.json, manifest.jsonl and a dataset card to "
                 "this Hub dataset repository (USER/NAME); needs `hf auth login` or HF_TOKEN."})
@@ -118,6 +132,10 @@ class DataArguments:
             raise ValueError(f"Need 0 < --min-notes <= --max-notes, got {self.min_notes} and {self.max_notes}.")
         if self.max_duration_sec <= 0:
             raise ValueError(f"--max-duration-sec must be positive, got {self.max_duration_sec}.")
+        if not 0 < self.near_duplicate_threshold <= 1:
+            raise ValueError(f"--near-duplicate-threshold must be in (0, 1], got {self.near_duplicate_threshold}.")
+        if self.near_duplicates not in ("group", "drop", "off"):
+            raise ValueError(f"--near-duplicates must be group, drop or off, got {self.near_duplicates!r}.")
         self.limits()  # and the rest of PieceLimits' checks
 
     def limits(self) -> PieceLimits:
@@ -162,10 +180,11 @@ PIECE_FEATURES = Features({
     "status": Value("string"), "reason": Value("string"), "message": Value("string"),
     "num_notes": Value("int64"), "duration_sec": Value("float64"), "num_tokens": Value("int64"),
     "content_hash": Value("string"), "input_ids": List(Value("int32")),
+    "note_minhash": List(List(Value("uint32"))),
 })
 MANIFEST_COLUMNS = ["source_id", "path", "status", "reason", "message", "num_notes", "num_tokens",
                     "duration_sec", "content_hash"]
-WORK_PLAN_VERSION = 1  # bump when the meaning of saved shards changes
+WORK_PLAN_VERSION = 2  # bump when the meaning of saved shards changes (2: note_minhash)
 
 
 def work_plan(items: list[dict[str, str]], tokenizer_sha1: str, limits: PieceLimits,
@@ -252,39 +271,98 @@ def tokenize_in_shards(items: list[dict[str, str]], shards_dir: Path, shard_size
     return concatenate_datasets(parts), reused
 
 
-def write_manifest(pieces: Dataset, path: Path, args: DataArguments) -> tuple[np.ndarray, dict[str, Any]]:
-    """Deduplicate, assign splits and stream one manifest line per item into ``path`` (atomically).
+def is_excluded(source_id: str, patterns: list[str]) -> bool:
+    """Whether an item's ``source_id`` (its path relative to the source, ``#X:n`` for ABC tunes)
+    or any folder name on it matches one of the glob ``patterns`` (``fnmatch``)."""
+    path = source_id.split("#", 1)[0]
+    folders = path.split("/")[:-1]
+    return any(fnmatch.fnmatchcase(path, p) or any(fnmatch.fnmatchcase(f, p) for f in folders) for p in patterns)
 
-    Rows are read in batches, so memory holds only the hashes of kept pieces.
+
+def write_manifest(pieces: Dataset, path: Path, args: DataArguments,
+                   excluded: list[dict[str, str]] = ()) -> tuple[np.ndarray, dict[str, Any]]:
+    """Deduplicate, group near-duplicates, assign splits and write one manifest line per item
+    into ``path`` (atomically).
+
+    Exact duplicates (same base token ids) are skipped. Near-duplicates (see
+    `data.near_duplicates`) form groups, and a group's split is that of its first member, so no
+    group spans two splits; with ``--near-duplicates drop`` only that member is kept. Rows are
+    read in batches, twice; memory holds the kept pieces' hashes and MinHash signatures.
+
+    Args:
+        excluded: items left out by ``--exclude``; listed at the end as skipped ``excluded``.
 
     Returns:
         ``(split_codes, counts)``: per row the index into :data:`SPLITS` or -1 (skipped or
-        duplicate); counts of items seen, kept, skipped by reason and cut to the limits.
+        duplicate); counts of items seen, kept, skipped by reason, cut to the limits, and of
+        near-duplicate groups.
     """
     codes = np.full(len(pieces), -1, dtype=np.int8)
     first: dict[str, str] = {}  # content hash -> source_id of the kept piece
+    groups = NearDuplicateGroups(args.near_duplicate_threshold)
+    piece_of_row: dict[int, int] = {}  # row -> number in `groups`, for kept pieces
+    rows_of_piece: list[int] = []
+    duplicate_of: dict[int, str] = {}
+    i = 0
+    for batch in pieces.select_columns(["source_id", "status", "content_hash", "note_minhash"]).iter(batch_size=1000):
+        for source_id, status, digest, signatures in zip(batch["source_id"], batch["status"], batch["content_hash"],
+                                                         batch["note_minhash"], strict=True):
+            if status == "kept":
+                if digest in first:
+                    duplicate_of[i] = first[digest]
+                else:
+                    first[digest] = source_id
+                    piece_of_row[i] = groups.add(signatures if args.near_duplicates != "off" else [])
+                    rows_of_piece.append(i)
+            i += 1
+
     skipped: dict[str, int] = {}
     kept = cut = 0
+    members: dict[int, int] = {}  # group (its first piece) -> size
+    for piece in range(len(rows_of_piece)):
+        members[groups.group_of(piece)] = members.get(groups.group_of(piece), 0) + 1
+    first_row_hash: dict[int, str] = {}
     with open_atomic(path) as f:
         i = 0
         for batch in pieces.select_columns(MANIFEST_COLUMNS).iter(batch_size=1000):
             for row in (dict(zip(batch, values, strict=True)) for values in zip(*batch.values(), strict=True)):
-                if row["status"] == "kept" and row["content_hash"] in first:
-                    row.update(status="skipped", reason="duplicate",
-                               message=f"same content as {first[row['content_hash']]}")
-                row["split"] = None
-                if row["status"] == "kept":
-                    first[row["content_hash"]] = row["source_id"]
-                    row["split"] = assign_split(row["content_hash"], args.val_fraction, args.test_fraction, args.seed)
-                    codes[i] = SPLITS.index(row["split"])
-                    kept += 1
-                    cut += row["message"].startswith("cut to")
-                else:
+                row["split"], row["group"] = None, None
+                if i in duplicate_of:
+                    row.update(status="skipped", reason="duplicate", message=f"same content as {duplicate_of[i]}")
+                elif i in piece_of_row:
+                    piece = piece_of_row[i]
+                    group = groups.group_of(piece)
+                    head = rows_of_piece[group]
+                    if members[group] > 1:
+                        row["group"] = pieces[head]["source_id"] if head != i else row["source_id"]
+                    if head != i and args.near_duplicates == "drop":
+                        row.update(status="skipped", reason="near_duplicate",
+                                   message=f"near-duplicate of {row['group']} (track Jaccard "
+                                           f"{groups.similarity(piece):.2f} >= {args.near_duplicate_threshold})")
+                    else:
+                        digest = first_row_hash.setdefault(group, row["content_hash"]) if head == i \
+                            else first_row_hash[group]
+                        row["split"] = assign_split(digest, args.val_fraction, args.test_fraction, args.seed)
+                        codes[i] = SPLITS.index(row["split"])
+                        kept += 1
+                        cut += "cut to the first" in row["message"]
+                if row["status"] != "kept" or row["split"] is None:
                     skipped[row["reason"]] = skipped.get(row["reason"], 0) + 1
                 f.write(json.dumps(row) + "\n")
                 i += 1
-    return codes, {"items_seen": len(pieces), "items_kept": kept, "items_skipped": len(pieces) - kept,
-                   "items_cut_to_limits": cut, "skipped_by_reason": dict(sorted(skipped.items()))}
+        for item in excluded:
+            skipped["excluded"] = skipped.get("excluded", 0) + 1
+            f.write(json.dumps({"source_id": item["source_id"], "path": item["path"], "status": "skipped",
+                                "reason": "excluded", "message": "matched --exclude", "split": None,
+                                "group": None}) + "\n")
+    sizes = [n for n in members.values() if n > 1]
+    return codes, {"items_seen": len(pieces) + len(excluded), "items_kept": kept,
+                   "items_skipped": len(pieces) + len(excluded) - kept,
+                   "items_cut_to_limits": cut, "skipped_by_reason": dict(sorted(skipped.items())),
+                   "near_duplicates": {"mode": args.near_duplicates, "threshold": args.near_duplicate_threshold,
+                                       "groups": len(sizes), "pieces_in_groups": sum(sizes),
+                                       "largest_group": max(sizes, default=0),
+                                       "dropped": skipped.get("near_duplicate", 0)}}
 
 
 @contextlib.contextmanager
@@ -401,6 +479,12 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
     t0 = time.time()
     out = Path(args.output)
     items = list_source_items(args.source)
+    excluded = [item for item in items if is_excluded(item["source_id"], args.exclude)] if args.exclude else []
+    if excluded:
+        items = [item for item in items if not is_excluded(item["source_id"], args.exclude)]
+        print(f"Excluded {len(excluded)} items matching {' '.join(args.exclude)}")
+        if not items:
+            raise ValueError(f"--exclude {' '.join(args.exclude)} leaves no item of {args.source}.")
     if args.max_files:
         items = items[: args.max_files]
     out.mkdir(parents=True, exist_ok=True)
@@ -423,7 +507,7 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
     result = work / "result"
     shutil.rmtree(result, ignore_errors=True)
     result.mkdir()
-    split_codes, counts = write_manifest(pieces, result / MANIFEST_FILENAME, args)
+    split_codes, counts = write_manifest(pieces, result / MANIFEST_FILENAME, args, excluded)
     if not counts["items_kept"]:
         raise ValueError(f"No usable piece among {len(items)} items from {args.source}; "
                          f"see the reasons in {result / MANIFEST_FILENAME}.")
@@ -503,8 +587,8 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
         "items_resumed": reused,  # tokenized by an interrupted earlier run, not timed in elapsed_sec
         "elapsed_sec": elapsed,
         # this run's own work over its own time: items resumed from an earlier run took none of it
-        "items_tokenized": counts["items_seen"] - reused,
-        "items_per_sec": (counts["items_seen"] - reused) / elapsed if elapsed else None,
+        "items_tokenized": len(items) - reused,
+        "items_per_sec": (len(items) - reused) / elapsed if elapsed else None,
     }
     write_json_atomic(result / STATS_FILENAME, stats)
     _commit_outputs(result, out)

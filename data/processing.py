@@ -21,6 +21,7 @@ import numpy as np
 from symusic import Score
 
 from data.isolation import IsolatedRunner, die_with_parent
+from data.near_duplicates import track_minhashes
 from tokenizer import load_tokenizer
 
 # The fixed set of reasons a piece is skipped (documented in the README).
@@ -38,7 +39,11 @@ SKIP_REASONS = {
     "timeout": "no result within --piece-timeout-sec; the worker was killed",
     "crash": "the worker process died on this piece (e.g. a segfault in a parser)",
     "error": "an unexpected Python exception while processing this piece",
+    "format_2": "a MIDI format 2 file (independent sequences, not one piece)",
     "duplicate": "same musical content (base token ids) as an earlier piece",
+    "near_duplicate": "with --near-duplicates drop: a track shares most of its note n-grams with a track of an "
+                      "earlier piece (another part, a transposed or re-rendered copy); see data/near_duplicates.py",
+    "excluded": "matched an --exclude pattern (not read)",
 }
 
 
@@ -121,11 +126,52 @@ def chunk_past_end(path: str | Path) -> str:
     return ""
 
 
-def load_score(item: dict[str, str]) -> Score:
+def complete_track_chunks(data: bytes) -> int:
+    """Number of whole ``MTrk`` chunks in MIDI file bytes (the chunk walk of :func:`chunk_past_end`)."""
+    pos, count = 0, 0
+    while pos + 8 <= len(data):
+        tag, length = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "big")
+        if not tag.isalpha() or pos + 8 + length > len(data):
+            break
+        count += tag == b"MTrk"
+        pos += 8 + length
+    return count
+
+
+def read_midi_bytes(data: bytes, notes: list[str] | None = None) -> bytes:
+    """MIDI file bytes as the parser should see them, after two header checks.
+
+    - Format 2 (independent sequences, e.g. separate patterns) is not one piece: a reader
+      that merges the sequences plays them at once. Raises ``SkipPiece("format_2")``.
+    - A header that declares fewer tracks than the file holds hides the rest from the
+      parser (often every note): the count is raised to the number of complete ``MTrk``
+      chunks, as most readers do, and a warning is appended to ``notes``.
+    """
+    if len(data) < 14:
+        return data
+    fmt, declared = int.from_bytes(data[8:10], "big"), int.from_bytes(data[10:12], "big")
+    if fmt == 2:
+        raise SkipPiece("format_2", f"MIDI format 2: {declared} independent sequences, not one piece; export "
+                                    "each sequence as a format 0 or 1 file to use it")
+    complete = complete_track_chunks(data)
+    if complete > declared:
+        if notes is not None:
+            notes.append(f"warning: the header declares {declared} track(s) but the file holds {complete} "
+                         "complete ones; all were read")
+        data = data[:10] + min(complete, 0xFFFF).to_bytes(2, "big") + data[12:]
+    return data
+
+
+def load_score(item: dict[str, str], notes: list[str] | None = None) -> Score:
     """Parse an item into a ``symusic.Score`` (ticks).
 
+    Args:
+        item: ``{"path", "abc"}`` (see ``data.sources``).
+        notes: warnings about a file that was read despite a fault are appended here
+            (see :func:`read_midi_bytes`).
+
     Raises:
-        SkipPiece: not_midi, corrupt or bad_header.
+        SkipPiece: not_midi, truncated, corrupt, format_2 or bad_header.
     """
     if item.get("abc"):
         try:
@@ -135,12 +181,13 @@ def load_score(item: dict[str, str]) -> Score:
             raise SkipPiece("corrupt", f"ABC parse error: {err}") from err
     else:
         path = Path(item["path"])
-        with path.open("rb") as f:
-            head = f.read(4)
+        data = path.read_bytes()
+        head = data[:4]
         if head != b"MThd":
             raise SkipPiece("not_midi", "empty file" if not head else f"starts with {head!r}, not MThd")
+        data = read_midi_bytes(data, notes)
         try:
-            score = Score.from_file(path)
+            score = Score.from_midi(data)
         except Exception as err:
             cut = chunk_past_end(path)
             if cut:
@@ -282,6 +329,7 @@ class PieceResult:
     num_tokens: int = 0
     content_hash: str = ""
     input_ids: list[int] | None = None
+    note_minhash: list[list[int]] | None = None  # per usable track, see data.near_duplicates
 
     def to_row(self) -> dict[str, Any]:
         """The fields as a dict, shallow (``dataclasses.asdict`` would deep-copy every
@@ -335,26 +383,30 @@ def tokenize_item(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str
     kind, value = runner(plain, tokenizer_path, tokenizer_sha1, limits)
     if kind == "ok":
         return value
-    return PieceResult(reason=kind, message=value, input_ids=[]).to_row()
+    return PieceResult(reason=kind, message=value, input_ids=[], note_minhash=[]).to_row()
 
 
 def _tokenize_item_inline(item: dict[str, Any], tokenizer_path: str, tokenizer_sha1: str,
                           limits: dict[str, Any]) -> dict[str, Any]:
     tok = _cached_tokenizer(tokenizer_path, tokenizer_sha1)
-    result = PieceResult(input_ids=[])
+    result = PieceResult(input_ids=[], note_minhash=[])
     try:
-        score = load_score(item)
+        warnings: list[str] = []
+        score = load_score(item, warnings)
         score, result.num_notes, result.duration_sec, result.message = check_score(
             score, PieceLimits(**limits), tok.config.tempo_range[1])
+        result.message = "; ".join([*warnings, *([result.message] if result.message else [])])
         ids = encode_score(tok, score)
         if not ids:
             raise SkipPiece("no_notes", "tokenizer produced no token")
         result.status, result.input_ids, result.num_tokens = "kept", ids, len(ids)
         result.content_hash = content_hash(ids)
+        result.note_minhash = track_minhashes(score)
     except SkipPiece as skip:
         result.reason, result.message = skip.reason, str(skip)[:300]
     except Exception as err:  # a bug or an unforeseen library error: skip, keep the run going
-        result = PieceResult(reason="error", message=f"{type(err).__name__}: {err}"[:300], input_ids=[])
+        result = PieceResult(reason="error", message=f"{type(err).__name__}: {err}"[:300], input_ids=[],
+                             note_minhash=[])
     return result.to_row()
 
 

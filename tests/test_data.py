@@ -318,3 +318,80 @@ def test_a_replacement_killed_halfway_is_rolled_back(prepared, tmp_path):
     (out / "train" / "data-00000-of-00001.arrow").write_bytes(b"half of a new dataset")
     _roll_back_interrupted_commit(out)
     assert _snapshot(out) == before and not previous.exists()
+
+
+# --- near-duplicates ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def near_duplicate_corpus(tmp_path_factory):
+    """A tune, its melody-only part, its chords-only part, a copy transposed up a minor third,
+    and eight unrelated songs (all from POP909: MELODY, BRIDGE and PIANO tracks)."""
+    from symusic import Score
+    from tests_helpers import POP909
+
+    songs = sorted(POP909.glob("*.mid"))
+    root = tmp_path_factory.mktemp("near") / "corpus"
+    (root / "parts").mkdir(parents=True)
+    tune = Score(str(songs[20]))
+    tune.dump_midi(str(root / "a_tune.mid"))
+    melody, chords, transposed = tune.copy(), tune.copy(), tune.copy()
+    melody.tracks = [t for t in melody.tracks if t.name == "MELODY"]
+    chords.tracks = [t for t in chords.tracks if t.name == "PIANO"]
+    for track in transposed.tracks:
+        track.shift_pitch(3, inplace=True)
+    melody.dump_midi(str(root / "parts" / "a_tune_melody.mid"))
+    chords.dump_midi(str(root / "parts" / "a_tune_chords.mid"))
+    transposed.dump_midi(str(root / "a_tune_up3.mid"))
+    for song in songs[30:38]:
+        shutil.copy(song, root / f"other_{song.name}")
+    return root
+
+
+GROUP = ["a_tune.mid", "a_tune_up3.mid", "parts/a_tune_chords.mid", "parts/a_tune_melody.mid"]
+
+
+def _prepare(corpus, out, **kw) -> tuple[dict, dict[str, dict]]:
+    args = DataArguments(source=str(corpus), output=str(out), block_size=64, num_proc=1, val_fraction=0.3,
+                         test_fraction=0.3, piece_timeout_sec=0, **kw)
+    stats = prepare_dataset(args)
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    return stats, {r["source_id"]: r for r in rows}
+
+
+def test_near_duplicates_form_one_group_in_one_split(near_duplicate_corpus, tmp_path):
+    for seed in range(4):
+        stats, rows = _prepare(near_duplicate_corpus, tmp_path / f"s{seed}", seed=seed)
+        assert {rows[m]["group"] for m in GROUP} == {"a_tune.mid"}, seed
+        assert len({rows[m]["split"] for m in GROUP}) == 1, seed  # the group never spans two splits
+        assert all(r["group"] is None for sid, r in rows.items() if sid.startswith("other_")), seed
+        assert stats["near_duplicates"] == {"mode": "group", "threshold": 0.5, "groups": 1, "pieces_in_groups": 4,
+                                            "largest_group": 4, "dropped": 0}
+        assert stats["items_kept"] == 12 and all(r["status"] == "kept" for r in rows.values())
+    # split by each piece's own hash, as exact deduplication did, these seeds scatter the group
+    own = [{assign_split(rows[m]["content_hash"], 0.3, 0.3, seed) for m in GROUP} for seed in range(4)]
+    assert any(len(splits) > 1 for splits in own)
+
+
+def test_near_duplicates_can_be_dropped_or_excluded(near_duplicate_corpus, tmp_path):
+    stats, rows = _prepare(near_duplicate_corpus, tmp_path / "drop", near_duplicates="drop")
+    assert rows["a_tune.mid"]["status"] == "kept"
+    for member in GROUP[1:]:
+        assert rows[member]["reason"] == "near_duplicate" and "near-duplicate of a_tune.mid" in rows[member]["message"]
+    assert stats["near_duplicates"]["dropped"] == 3 and stats["items_kept"] == 9
+    assert stats["skipped_by_reason"] == {"near_duplicate": 3}
+
+    stats, rows = _prepare(near_duplicate_corpus, tmp_path / "exclude", exclude=["parts"])
+    assert {rows[m]["reason"] for m in GROUP[2:]} == {"excluded"} and stats["skipped_by_reason"] == {"excluded": 2}
+    assert stats["near_duplicates"]["pieces_in_groups"] == 2 and stats["items_seen"] == 12
+
+    stats, rows = _prepare(near_duplicate_corpus, tmp_path / "off", near_duplicates="off")
+    assert stats["near_duplicates"]["groups"] == 0 and all(r["group"] is None for r in rows.values())
+
+
+def test_exclude_patterns_match_paths_and_folder_names():
+    from data.pipeline import is_excluded
+
+    assert is_excluded("nottingham/melody/jigs.mid", ["melody"])  # a folder name anywhere on the path
+    assert is_excluded("a/b_live.mid", ["*_live.mid"]) and is_excluded("a/b_live.mid", ["a/*"])
+    assert is_excluded("tunes.abc#X:3", ["tunes.abc"]) and not is_excluded("tunes.abc#X:3", ["melody"])
+    assert not is_excluded("melody.mid", ["melody"])  # a file name is matched as a whole path only

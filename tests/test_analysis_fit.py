@@ -170,3 +170,45 @@ def test_rejects_bad_options():
         fit_power_law(N, synthetic(0.0, 0), confidence=1.5)
     with pytest.raises(ValueError, match="degree of freedom"):
         profile_threshold(1.0, 0, 0.95)
+
+
+def _profile_rss(alpha: float, n: np.ndarray, loss: np.ndarray) -> float:
+    """min over a > 0 and 0 <= c <= max(loss) of sum (log L - log(a N^-alpha + c))^2, computed
+    here by another route than analysis.power_law (L-BFGS-B on (log a, c), starts from a linear fit)."""
+    from scipy.optimize import minimize
+
+    x = (n / np.exp(np.log(n).mean())) ** -alpha
+    slope, intercept = np.polyfit(x, loss, 1)
+    c_max = float(loss.max())
+
+    def cost(p: np.ndarray) -> float:
+        pred = np.exp(p[0]) * x + p[1]
+        return float(np.sum((np.log(loss) - np.log(pred)) ** 2)) if np.all(pred > 0) else 1e9
+
+    best = np.inf
+    for c0 in (np.clip(intercept, 0, c_max * 0.999), 0.5 * loss.min(), 0.9 * loss.min()):
+        a0 = max(float(np.mean((loss - c0) / x)), 1e-9)
+        res = minimize(cost, [np.log(a0), c0], method="L-BFGS-B", bounds=[(None, None), (0.0, c_max)],
+                       options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
+        best = min(best, res.fun)
+    return best
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.80])
+def test_the_alpha_interval_has_its_stated_level(confidence):
+    """The interval's endpoints are where the profile RSS crosses RSS_min (1 + F(conf; 1, k-3) / (k-3))
+    (Bates & Watts 1988, sec. 6.1): found here by brute force, they pin both the level and the width
+    (a "95 %" interval that was really 90 % would be 26 % narrower)."""
+    from scipy.optimize import brentq
+
+    loss = synthetic(0.01, seed=11)
+    fit = fit_power_law(N, loss, confidence=confidence)
+    k = len(N)
+    rss_min = _profile_rss(fit.alpha, N, loss)
+    assert rss_min == pytest.approx(fit.rss_log, rel=1e-4)
+    threshold = rss_min * (1 + stats.f.ppf(confidence, 1, k - 3) / (k - 3))
+    low = brentq(lambda a: _profile_rss(a, N, loss) - threshold, 1e-3, fit.alpha, xtol=1e-6)
+    high = brentq(lambda a: _profile_rss(a, N, loss) - threshold, fit.alpha, 5.0, xtol=1e-6)
+    assert fit.alpha_ci[0] == pytest.approx(low, rel=5e-3)
+    assert fit.alpha_ci[1] == pytest.approx(high, rel=5e-3)
+    assert fit.confidence == confidence

@@ -18,7 +18,6 @@ E, A, B, ALPHA, BETA = 0.8, 30.0, 40.0, 0.35, 0.25
 SIZES = {"s1": 25_000, "s2": 60_000, "s3": 150_000, "s4": 350_000, "s5": 800_000}
 MAIN_D = 2_000_000
 ISOFLOP = (1e13, 3e13, 1e14)
-TOKENS_PER_NOTE = 5.5
 
 
 def law(n: float, d: float) -> float:
@@ -38,8 +37,9 @@ def write_run(root: Path, name: str, size: str, d: float, compute_budget: float 
         "global_batch_tokens": 8192,
         "config": {"study": {"compute_budget": compute_budget, "budget_role": role},
                    "dataset": {"stats": {"splits": {
-                       "validation": {"notes": 1000, "packed_tokens": int(1000 * TOKENS_PER_NOTE)},
-                       "test": {"notes": 2000, "packed_tokens": int(2000 * TOKENS_PER_NOTE)}}}}},
+                       # distinct per split, and blocks (one unpredicted position each) counted out
+                       "validation": {"notes": 1000, "packed_tokens": 2560, "blocks": 10},
+                       "test": {"notes": 2000, "packed_tokens": 6400, "blocks": 25}}}}},
     }
     (folder / "run_summary.json").write_text(json.dumps(summary))
     history = [{"step": s, "eval_loss": loss + 0.5 / s, "num_input_tokens_seen": d * s / 4} for s in (1, 2, 3, 4)]
@@ -132,7 +132,9 @@ def test_compute_optimal_analysis_end_to_end(grid_study, tmp_path):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     rows = json.loads((out / "summary_table.json").read_text())
     s1 = next(r for r in rows if r["run_name"] == "s1")
-    assert s1["eval_bits_per_note"] == pytest.approx(s1["eval_loss"] * TOKENS_PER_NOTE / math.log(2), rel=1e-6)
+    # bits per note = loss x predicted tokens (packed - one per block) per note of that split / ln 2
+    assert s1["eval_bits_per_note"] == pytest.approx(s1["eval_loss"] * (2560 - 10) / 1000 / math.log(2), rel=1e-6)
+    assert s1["test_bits_per_note"] == pytest.approx(s1["test_loss"] * (6400 - 25) / 2000 / math.log(2), rel=1e-6)
 
 
 def test_single_budget_study_has_no_compute_section(tmp_path):

@@ -395,3 +395,24 @@ def test_exclude_patterns_match_paths_and_folder_names():
     assert is_excluded("a/b_live.mid", ["*_live.mid"]) and is_excluded("a/b_live.mid", ["a/*"])
     assert is_excluded("tunes.abc#X:3", ["tunes.abc"]) and not is_excluded("tunes.abc#X:3", ["melody"])
     assert not is_excluded("melody.mid", ["melody"])  # a file name is matched as a whole path only
+
+
+def test_transposed_copies_come_from_train_pieces_only(prepared):
+    """The train split holds its own pieces plus the transposed copies of exactly those pieces:
+    copies made here from the manifest's train rows account for every train token, so a copy of
+    a validation or test piece in train (a leak) would break the sums."""
+    from data.processing import file_sha1, transpose_item
+
+    out, stats, manifest, _ = prepared
+    items = {i["source_id"]: i for i in list_source_items(out.parent / "corpus")}
+    for split in ("train", "validation", "test"):
+        rows = [r for r in manifest if r["split"] == split]
+        copies = {"num_tokens": []}
+        if split == "train":
+            batch = {k: [items[r["source_id"]][k] for r in rows] for k in ("source_id", "path", "abc")}
+            copies = transpose_item(batch, str(out / "tokenizer.json"), file_sha1(out / "tokenizer.json"), max_shift=1)
+        s = stats["splits"][split]
+        assert s["pieces"] == len(rows)
+        assert s["sequences_with_augmentation"] == len(rows) + len(copies["num_tokens"]), split
+        assert s["tokens"] == sum(r["num_tokens"] for r in rows) + sum(copies["num_tokens"]), split
+    assert stats["augmented_sequences"] > 0

@@ -19,20 +19,24 @@ from data.pipeline import DataArguments, prepare_dataset, work_plan
 from data.processing import PieceLimits
 from data.sources import list_source_items
 
-# Run preparation in a child process, slowed down per item so the test can kill it
-# between shards (the pipeline itself is unchanged: only tokenize_item is wrapped).
-SLOW_RUN = """
-import json, sys, time
+# Run preparation in a child process that SIGKILLs itself once its second shard is saved
+# (tokenize_in_shards loads each shard back right after renaming it into place): a kill between
+# shards at a fixed point, whatever the machine's load (the pipeline itself is unchanged).
+DIES_AFTER_TWO_SHARDS = """
+import json, os, signal, sys
 import data.pipeline as pipeline
 from data.pipeline import DataArguments, prepare_dataset
 
-real = pipeline.tokenize_item
+real_load = pipeline.load_from_disk
+loaded = []
 
-def slow_tokenize_item(item, **kwargs):
-    time.sleep(0.15)
-    return real(item, **kwargs)
+def load_then_die(path, *args, **kwargs):
+    loaded.append(path)
+    if len(loaded) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_load(path, *args, **kwargs)
 
-pipeline.tokenize_item = slow_tokenize_item
+pipeline.load_from_disk = load_then_die
 prepare_dataset(DataArguments(**json.loads(sys.argv[1])))
 """
 
@@ -66,20 +70,16 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, pop909_fil
                               ["output"]))
 
     out = tmp_path / "resumed"
-    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN, json.dumps(_args(corpus, out))], cwd=REPO,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while len(_finished_shards(out)) < 2 and child.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    child = subprocess.run([sys.executable, "-c", DIES_AFTER_TWO_SHARDS, json.dumps(_args(corpus, out))],
+                           cwd=REPO, capture_output=True, text=True, timeout=600)
     done = _finished_shards(out)
-    assert child.returncode == -signal.SIGKILL and 2 <= len(done) < 5, done  # really stopped halfway
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+    assert len(done) == 2, done  # really stopped halfway: 2 of 5 shards
     assert not (out / "stats.json").exists()
 
     capsys.readouterr()
     stats = prepare_dataset(DataArguments(**_args(corpus, out)))
-    assert stats["items_resumed"] >= 6  # the shards of the killed run were reused, not recomputed
+    assert stats["items_resumed"] == 6  # the 2 shards of the killed run were reused, not recomputed
     assert f"Resumed: {stats['items_resumed']} of 15 items" in capsys.readouterr().out
     # the rate counts only this run's own items over its own time
     assert stats["items_tokenized"] == 15 - stats["items_resumed"]

@@ -133,3 +133,54 @@ def test_train_and_eval_loss_equal_an_independent_cross_entropy(tiny_setup, tmp_
     assert summary["eval_loss"] == pytest.approx(expected_eval, rel=1e-5)
     # the bias this guards against: dividing by block_size labels instead of block_size - 1 positions
     assert abs(summary["eval_loss"] / expected_eval - 63 / 64) > 1e-3
+
+
+def test_periodic_evaluation_reads_validation_and_the_trainer_sees_the_planned_batch(tiny_setup, tmp_path,
+                                                                                     monkeypatch):
+    """Every evaluation during training, on the model as it is at that step, equals the
+    cross-entropy computed here on the first eval_max_blocks validation blocks (not train blocks);
+    and the Trainer's own count of the input tokens it was fed equals the plan."""
+    import torch
+    from datasets import load_from_disk
+
+    import training.run
+
+    root, study, sizes = tiny_setup
+    data = load_from_disk(str(root / "data"))
+    validation = torch.tensor(data["validation"]["input_ids"][:16], dtype=torch.int64)
+    train = torch.tensor(data["train"]["input_ids"][:16], dtype=torch.int64)
+
+    def nll(model, ids) -> float:
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits.double()[:, :-1], dim=-1)
+        return -logp.gather(-1, ids[:, 1:, None]).mean().item()
+
+    seen = []
+    real_evaluate = training.run.StudyTrainer.evaluate
+
+    def checked_evaluate(self, *args, **kwargs):
+        metrics = real_evaluate(self, *args, **kwargs)
+        if kwargs.get("metric_key_prefix", "eval") == "eval":
+            was_training = self.model.training
+            self.model.eval()
+            seen.append((self.state.global_step, metrics["eval_loss"], nll(self.model, validation),
+                         nll(self.model, train)))
+            self.model.train(was_training)
+        return metrics
+
+    monkeypatch.setattr(training.run.StudyTrainer, "evaluate", checked_evaluate)
+    out = tmp_path / "run"
+    assert load_script("train").main([
+        "--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study), "--output_dir", str(out),
+        "--max_tokens", "5120", "--learning_rate", "1e-2", "--logging_steps", "1", "--eval_steps", "3",
+        "--eval_max_blocks", "16"]) == 0
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert [step for step, *_ in seen] == [3, 6, 9, 10]  # periodic, then the final evaluation
+    for step, eval_loss, on_validation, on_train in seen:
+        assert eval_loss == pytest.approx(on_validation, rel=1e-5), step
+        assert abs(on_train / on_validation - 1) > 1e-3, step  # the splits tell apart at this step
+    # num_input_tokens_seen is counted by the Trainer from the input tensors it really received
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    counted = [e["num_input_tokens_seen"] for e in history if "num_input_tokens_seen" in e and "loss" in e]
+    assert counted[-1] == summary["tokens_trained"] == 10 * 512 == summary["steps"] * summary["global_batch_tokens"]
+    assert counted[0] == 512  # one step of 512 tokens: the planned global batch

@@ -302,6 +302,7 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments,
     groups = NearDuplicateGroups(args.near_duplicate_threshold)
     piece_of_row: dict[int, int] = {}  # row -> number in `groups`, for kept pieces
     rows_of_piece: list[int] = []
+    source_of_piece: list[str] = []
     duplicate_of: dict[int, str] = {}
     i = 0
     for batch in pieces.select_columns(["source_id", "status", "content_hash", "note_minhash"]).iter(batch_size=1000):
@@ -314,6 +315,7 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments,
                     first[digest] = source_id
                     piece_of_row[i] = groups.add(signatures if args.near_duplicates != "off" else [])
                     rows_of_piece.append(i)
+                    source_of_piece.append(source_id)
             i += 1
 
     skipped: dict[str, int] = {}
@@ -334,7 +336,7 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments,
                     group = groups.group_of(piece)
                     head = rows_of_piece[group]
                     if members[group] > 1:
-                        row["group"] = pieces[head]["source_id"] if head != i else row["source_id"]
+                        row["group"] = source_of_piece[group]
                     if head != i and args.near_duplicates == "drop":
                         row.update(status="skipped", reason="near_duplicate",
                                    message=f"near-duplicate of {row['group']} (track Jaccard "

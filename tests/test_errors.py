@@ -6,17 +6,14 @@ the Hub out of reach or turned off. Real parts: small tmpfs file systems mounted
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from tests_helpers import REPO
+from tests_helpers import REPO, closed_port, local_http_server
 
 
 @contextlib.contextmanager
@@ -94,38 +91,10 @@ def test_a_full_disk_while_preparing_is_one_line_and_the_dataset_there_stays(tin
         assert after == before
 
 
-@contextlib.contextmanager
 def _hub_that_refuses_tokens():
-    """A local HTTP server answering every request 401, as the Hub does for a bad token."""
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _refuse(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-            body = b'{"error": "Invalid credentials in Authorization header"}'
-            self.send_response(401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        do_GET = do_POST = do_PUT = do_HEAD = _refuse  # noqa: N815 - http.server's naming
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A local server answering every request 401, as the Hub does for a bad token."""
+    body = b'{"error": "Invalid credentials in Authorization header"}'
+    return local_http_server(lambda handler: (401, body, "application/json"))
 
 
 def test_pushing_without_the_hub_is_one_line(tiny_runs, tiny_setup, tmp_path):
@@ -135,7 +104,7 @@ def test_pushing_without_the_hub_is_one_line(tiny_runs, tiny_setup, tmp_path):
     line = _one_error_line(_script("push_to_hub", *push, env={**token, "HF_HUB_OFFLINE": "1"}))
     assert "HF_HUB_OFFLINE is set" in line and f"{run} is unchanged" in line
     line = _one_error_line(_script("push_to_hub", *push, env={**token, "HF_HUB_OFFLINE": "0",
-                                                                "HF_ENDPOINT": f"http://127.0.0.1:{_closed_port()}"}))
+                                                                "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}"}))
     assert "Cannot reach the Hugging Face Hub to push me/w16 (ConnectError" in line and "check the network" in line
     with _hub_that_refuses_tokens() as url:
         line = _one_error_line(_script("push_to_hub", *push, env={**token, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": url}))

@@ -3,78 +3,45 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import http.server
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 
 import pytest
 import wandb
-from tests_helpers import REPO, load_script
+from tests_helpers import REPO, closed_port, load_script, local_http_server
 
 from training.tracking import RUN_ID_FILENAME, dataset_fingerprint, git_commit, wandb_mode
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # nothing listens once it is closed
-
-
-@contextlib.contextmanager
 def _server(answer: str):
-    """A real local HTTP server on 127.0.0.1 that plays one kind of W&B server; yields its URL.
+    """A local stand-in for a W&B server (`tests_helpers.local_http_server`); yields its URL.
 
     ``answer``: "ok" (W&B's viewer JSON for key "k"*40, 401 for any other key), "503" (an
     outage), "portal" (a captive portal: 200 with an HTML page), or "silent" (accepts the
     connection and the request, never answers).
     """
-    release = threading.Event()
+    good_key = "Basic " + base64.b64encode(b"api:" + b"k" * 40).decode()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            if answer == "silent":
-                release.wait()
-                return
-            key_ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(
-                b"api:" + b"k" * 40).decode()
-            status, body, kind = {
-                "ok": (200, b'{"data": {"viewer": {"id": "VXNlcjox"}}}', "application/json") if key_ok
-                else (401, b'{"errors": ["unauthorized"]}', "application/json"),
-                "503": (503, b"Service Unavailable", "text/plain"),
-                "portal": (200, b"<html><body>Log in to the hotel Wi-Fi</body></html>", "text/html"),
-            }[answer]
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def reply(handler):
+        if answer == "silent":
+            return None
+        if answer == "ok":
+            return ((200, b'{"data": {"viewer": {"id": "VXNlcjox"}}}', "application/json")
+                    if handler.headers.get("Authorization") == good_key
+                    else (401, b'{"errors": ["unauthorized"]}', "application/json"))
+        return {"503": (503, b"Service Unavailable", "text/plain"),
+                "portal": (200, b"<html><body>Log in to the hotel Wi-Fi</body></html>", "text/html")}[answer]
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    return local_http_server(reply)
 
 
 def test_mode_is_offline_without_credentials_or_network(tmp_path):
     home = {"HOME": str(tmp_path)}
     assert wandb_mode(home)[0] == "offline" and "credentials" in wandb_mode(home)[1]
     assert wandb_mode({**home, "WANDB_MODE": "disabled"}) == ("disabled", "WANDB_MODE is set")
-    unreachable = {**home, "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{_closed_port()}"}
+    unreachable = {**home, "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{closed_port()}"}
     mode, reason = wandb_mode(unreachable, probe_timeout_sec=1.0)
     assert mode == "offline" and "cannot be reached" in reason
     with _server("ok") as url:  # a W&B server, the key in ~/.netrc (as `wandb login` writes it)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import importlib.util
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -18,3 +23,53 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+Answer = Callable[[http.server.BaseHTTPRequestHandler], "tuple[int, bytes, str] | None"]
+
+
+@contextlib.contextmanager
+def local_http_server(answer: Answer) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1, in a thread, standing in for a remote service; yields its URL.
+
+    ``answer(handler)`` is called for every request (GET, POST, PUT, HEAD; the body has been
+    read) and returns ``(status, body, content type)``, or None to never answer: that request
+    then hangs until the server stops, as a server that accepts connections but is stuck.
+    """
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _handle(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            reply = answer(self)
+            if reply is None:
+                release.wait()
+                return
+            status, body, kind = reply
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_HEAD = _handle  # noqa: N815 - http.server's naming
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()

@@ -416,3 +416,51 @@ def test_transposed_copies_come_from_train_pieces_only(prepared):
         assert s["sequences_with_augmentation"] == len(rows) + len(copies["num_tokens"]), split
         assert s["tokens"] == sum(r["num_tokens"] for r in rows) + sum(copies["num_tokens"]), split
     assert stats["augmented_sequences"] > 0
+
+
+def test_transposition_makes_every_shift_that_fits(pop909_files, tmp_path):
+    """Shifts -K..+K except 0, each only while every pitch stays in the tokenizer's range."""
+    from data.processing import file_sha1, transpose_item
+    from tokenizer import build_tokenizer, save_tokenizer
+
+    tok = build_tokenizer()
+    path = save_tokenizer(tok, tmp_path)
+    item = {"source_id": ["a"], "path": [str(pop909_files[0])], "abc": [""]}
+    assert transpose_item(item, str(path), file_sha1(path), max_shift=2)["transpose"] == [-2, -1, 1, 2]
+    low, high = tok.config.pitch_range  # inclusive low, exclusive high
+    from symusic import Note, Score, Track
+
+    score = Score(96)
+    track = Track(name="high", program=0)
+    for k, pitch in enumerate((60, 64, 67, high - 2)):  # the top note is 2 below the range's end
+        track.notes.append(Note(k * 96, 90, pitch, 80))
+    score.tracks.append(track)
+    score.dump_midi(str(tmp_path / "high.mid"))
+    high_item = {"source_id": ["b"], "path": [str(tmp_path / "high.mid")], "abc": [""]}
+    # up 1 ends on high - 1, inside; up 2 would end on high, outside the range
+    assert transpose_item(high_item, str(path), file_sha1(path), max_shift=2)["transpose"] == [-2, -1, 1]
+    assert low < 60 - 2
+
+
+def test_drum_tracks_are_not_fingerprinted():
+    """Two pieces that share only a drum groove are not near-duplicates: drum 'pitches' name
+    instruments, and grooves repeat across unrelated songs."""
+    from symusic import Note, Score, Track
+
+    from data.near_duplicates import track_minhashes, track_shingles
+
+    def piece(drums: bool, melody_seed: int) -> Score:
+        score = Score(96)
+        groove = Track(name="drums", program=0, is_drum=True)
+        for k in range(64):
+            groove.notes.append(Note(k * 48, 24, [36, 38, 42, 46][k % 4] + (k % 3), 90))
+        lead = Track(name="lead", program=0)
+        rng = np.random.default_rng(melody_seed)
+        for k in range(32):
+            lead.notes.append(Note(k * 96, 90, int(rng.integers(60, 84)), 80))
+        score.tracks.extend([groove, lead] if drums else [lead])
+        return score
+
+    with_drums = track_shingles(piece(True, 1))
+    assert len(with_drums) == 1 and np.array_equal(with_drums[0], track_shingles(piece(False, 1))[0])
+    assert len(track_minhashes(piece(True, 2))) == 1  # the lead only

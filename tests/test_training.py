@@ -129,8 +129,11 @@ def test_train_and_eval_loss_equal_an_independent_cross_entropy(tiny_setup, tmp_
     assert summary["steps"] == 1
     expected_train = _mean_next_token_nll(out, data["train"]["input_ids"])
     expected_eval = _mean_next_token_nll(out, data["validation"]["input_ids"])
+    expected_test = _mean_next_token_nll(out, data["test"]["input_ids"])
     assert summary["train_loss"] == pytest.approx(expected_train, rel=1e-5)
     assert summary["eval_loss"] == pytest.approx(expected_eval, rel=1e-5)
+    assert summary["test_loss"] == pytest.approx(expected_test, rel=1e-5)  # the test split, not validation
+    assert abs(expected_test / expected_eval - 1) > 1e-4
     # the bias this guards against: dividing by block_size labels instead of block_size - 1 positions
     assert abs(summary["eval_loss"] / expected_eval - 63 / 64) > 1e-3
 

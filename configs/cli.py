@@ -42,13 +42,15 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
     try:
         return main(argv)
     except (FileNotFoundError, ValueError, ConnectionError, PermissionError) as err:
+        error = err
         message = str(err) if not isinstance(err, OSError) or err.filename is None else os_error_message(err)
     except OSError as err:
+        error = err
         message = os_error_message(err)
         if message is None:
             raise
     if os.environ.get(TRACEBACK_ENV):
-        raise
+        raise error
     print(f"error: {message}\n(set {TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
     return 2
 

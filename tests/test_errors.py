@@ -116,3 +116,25 @@ def test_pushing_without_the_hub_is_one_line(tiny_runs, tiny_setup, tmp_path):
                                    env={**token, "HF_HUB_OFFLINE": "1"}))
     assert "HF_HUB_OFFLINE is set" in line and f"{tmp_path / 'd'} is unchanged" in line
     assert (tmp_path / "d" / "stats.json").is_file()  # the prepared dataset is there to push later
+
+
+def test_run_main_prints_one_line_or_reraises_the_original_error(monkeypatch, capsys, tmp_path):
+    import errno
+
+    from configs.cli import TRACEBACK_ENV, run_main
+
+    def full_disk(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out"))
+
+    assert run_main(full_disk, []) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no space left on the device of {tmp_path / 'out'} (") and "free;" in err
+
+    def unexpected(argv):
+        raise OSError(errno.EIO, "Input/output error")
+
+    with pytest.raises(OSError, match="Input/output error"):  # not a fault a user can act on: the traceback
+        run_main(unexpected, [])
+    monkeypatch.setenv(TRACEBACK_ENV, "1")
+    with pytest.raises(OSError, match="No space left"):  # the original error, with its traceback
+        run_main(full_disk, [])

@@ -24,6 +24,7 @@ import signal
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -301,8 +302,8 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments,
     first: dict[str, str] = {}  # content hash -> source_id of the kept piece
     groups = NearDuplicateGroups(args.near_duplicate_threshold)
     piece_of_row: dict[int, int] = {}  # row -> number in `groups`, for kept pieces
-    rows_of_piece: list[int] = []
-    source_of_piece: list[str] = []
+    source_of_piece: list[str] = []  # by piece number: a group is named by, and split by, its first piece
+    hash_of_piece: list[str] = []
     duplicate_of: dict[int, str] = {}
     i = 0
     for batch in pieces.select_columns(["source_id", "status", "content_hash", "note_minhash"]).iter(batch_size=1000):
@@ -314,16 +315,13 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments,
                 else:
                     first[digest] = source_id
                     piece_of_row[i] = groups.add(signatures if args.near_duplicates != "off" else [])
-                    rows_of_piece.append(i)
                     source_of_piece.append(source_id)
+                    hash_of_piece.append(digest)
             i += 1
 
     skipped: dict[str, int] = {}
     kept = cut = 0
-    members: dict[int, int] = {}  # group (its first piece) -> size
-    for piece in range(len(rows_of_piece)):
-        members[groups.group_of(piece)] = members.get(groups.group_of(piece), 0) + 1
-    first_row_hash: dict[int, str] = {}
+    members = Counter(groups.group_of(piece) for piece in range(len(source_of_piece)))  # group -> size
     with open_atomic(path) as f:
         i = 0
         for batch in pieces.select_columns(MANIFEST_COLUMNS).iter(batch_size=1000):
@@ -334,17 +332,15 @@ def write_manifest(pieces: Dataset, path: Path, args: DataArguments,
                 elif i in piece_of_row:
                     piece = piece_of_row[i]
                     group = groups.group_of(piece)
-                    head = rows_of_piece[group]
                     if members[group] > 1:
                         row["group"] = source_of_piece[group]
-                    if head != i and args.near_duplicates == "drop":
+                    if group != piece and args.near_duplicates == "drop":
                         row.update(status="skipped", reason="near_duplicate",
                                    message=f"near-duplicate of {row['group']} (track Jaccard "
                                            f"{groups.similarity(piece):.2f} >= {args.near_duplicate_threshold})")
                     else:
-                        digest = first_row_hash.setdefault(group, row["content_hash"]) if head == i \
-                            else first_row_hash[group]
-                        row["split"] = assign_split(digest, args.val_fraction, args.test_fraction, args.seed)
+                        row["split"] = assign_split(hash_of_piece[group], args.val_fraction, args.test_fraction,
+                                                    args.seed)
                         codes[i] = SPLITS.index(row["split"])
                         kept += 1
                         cut += "cut to the first" in row["message"]
@@ -481,9 +477,10 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
     t0 = time.time()
     out = Path(args.output)
     items = list_source_items(args.source)
-    excluded = [item for item in items if is_excluded(item["source_id"], args.exclude)] if args.exclude else []
+    excluded = [item for item in items if is_excluded(item["source_id"], args.exclude)]
     if excluded:
-        items = [item for item in items if not is_excluded(item["source_id"], args.exclude)]
+        left_out = {item["source_id"] for item in excluded}
+        items = [item for item in items if item["source_id"] not in left_out]
         print(f"Excluded {len(excluded)} items matching {' '.join(args.exclude)}")
         if not items:
             raise ValueError(f"--exclude {' '.join(args.exclude)} leaves no item of {args.source}.")

@@ -314,11 +314,8 @@ def recipe_differences(trained: dict[str, Any], planned: dict[str, Any]) -> list
 
     A key missing or None on either side (a run from before it was recorded) is not compared.
     """
-    def known(value: Any) -> bool:
-        return value is not None
-
     out = []
-    if known(trained.get("dataset_fingerprint")) and known(planned.get("dataset_fingerprint")) \
+    if None not in (trained.get("dataset_fingerprint"), planned.get("dataset_fingerprint")) \
             and trained["dataset_fingerprint"] != planned["dataset_fingerprint"]:
         same = " (the same folder, prepared again since)" if trained.get("dataset") == planned.get("dataset") else ""
         out.append(f"was trained on the dataset {trained.get('dataset')} (fingerprint "
@@ -326,7 +323,7 @@ def recipe_differences(trained: dict[str, Any], planned: dict[str, Any]) -> list
                    f"(fingerprint {planned['dataset_fingerprint'][:8]}){same}")
     for key in ("block_size", "global_batch_tokens", *RECIPE_TRAINING_KEYS):
         old, new = trained.get(key), planned.get(key)
-        if known(old) and known(new) and old != new and not (
+        if old is not None and new is not None and old != new and not (
                 isinstance(old, float | int) and isinstance(new, float | int) and np.isclose(old, new, rtol=1e-9)):
             out.append(f"has {key} {old}, not {new}")
     return out

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.loaders import STATE_FILE, SUMMARY_FILE
-from data.io import write_json_atomic
+from common.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

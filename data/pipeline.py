@@ -35,8 +35,8 @@ import psutil
 from datasets import Dataset, DatasetDict, Features, List, Value, concatenate_datasets, load_from_disk
 from miditok import TokTrainingIterator
 
+from common.io import open_atomic, write_json_atomic
 from configs import DEFAULT_TOKENIZER_CONFIG
-from data.io import open_atomic, write_json_atomic
 from data.isolation import die_with_parent
 from data.near_duplicates import NearDuplicateGroups
 from data.packing import pack_dataset

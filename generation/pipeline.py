@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from data.io import write_bytes_atomic, write_json_atomic
+from common.io import write_bytes_atomic, write_json_atomic
 from generation.pianoroll import pianoroll_figure
 from generation.quality import describe_and_compare
 from generation.reference import reference_pieces

@@ -30,8 +30,8 @@ from typing import Any
 
 from analysis.report import COVERAGE_STUDIES, METRICS, N_CONVENTIONS, run_analysis
 from analysis.wandb_source import WandbSourceError, parse_project_path, pull_wandb_runs
+from common.io import write_bytes_atomic
 from configs.cli import run_main
-from data.io import write_bytes_atomic
 
 
 def _json_bytes(obj: object) -> bytes:

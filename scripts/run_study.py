@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from analysis.lr_sweep import LrRule
+from common.io import write_json_atomic
 from configs.cli import run_main
 from configs.models import load_size, size_table
 from configs.study import (
@@ -33,7 +34,6 @@ from configs.study import (
     TrainingArguments,
     parse_with_study,
 )
-from data.io import write_json_atomic
 from training.hub import repo_id_for_size, size_label
 from training.run import (
     LR_RULE_FILENAME,

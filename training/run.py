@@ -28,9 +28,9 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from analysis.lr_sweep import RULE_FORMULA, LrRule
+from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
-from data.io import default_file_mode, write_json_atomic
 from data.pipeline import STATS_FILENAME
 from tokenizer import load_tokenizer, save_tokenizer, special_token_ids
 from training.efficiency import device_peak_flops, flops_per_token, mfu

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.lr_sweep import LrRule, SizeSweep, fit_lr_rule, sweep_of_size
-from data.io import write_json_atomic
+from common.io import write_json_atomic
 from training.run import RUN_SUMMARY_FILENAME, recipe_differences, recipe_of_summary
 
 RESULTS_FILENAME = "results.json"

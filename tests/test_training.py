@@ -30,7 +30,7 @@ def test_tiny_run_lowers_loss_and_writes_a_complete_summary(tiny_runs):
     assert losses[0] > losses[-1] + 1.0, losses  # from ~ln(518) = 6.2 nats down
     assert summary["eval_loss"] < math.log(summary["vocab_size"]) - 1.0
     assert math.isfinite(summary["test_loss"])
-    assert max(e.get("tokens_seen", 0) for e in history) == summary["tokens_trained"]
+    assert max(e.get("num_input_tokens_seen", 0) for e in history) == summary["tokens_trained"]
     assert all("tokens_per_second" in e for e in history if "loss" in e)
 
 

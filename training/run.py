@@ -141,7 +141,8 @@ class _MarkTrainStart(TrainerCallback):
 
 
 class StudyTrainer(Trainer):
-    """Trainer that adds tokens seen, tokens/s, wall clock and GPU memory to every log.
+    """Trainer that adds tokens/s, MFU, wall clock and GPU memory to every log (tokens seen are the
+    Trainer's own ``num_input_tokens_seen``).
 
     Throughput counts from the step the loop started at (the checkpoint's, when resumed).
     """
@@ -167,8 +168,6 @@ class StudyTrainer(Trainer):
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         wall = time.time() - self.start_time
-        tokens = self.state.global_step * self.tokens_per_step
-        logs["tokens_seen"] = tokens
         logs["wall_clock_s"] = round(self.wall_clock_offset + wall, 3)
         train_seconds = max(wall - self.eval_seconds, 1e-9)
         logs["tokens_per_second"] = (self.state.global_step - self.start_step) * self.tokens_per_step / train_seconds

@@ -7,7 +7,6 @@ user runs it, so process start-up, imports and writing the dataset are included.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import psutil
 from symusic import Score
+
+from data.prepared import read_prepared_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 LAKH_MIDI_FILES = 176_581  # LMD-full (Raffel 2016), colinraffel.com/projects/lmd
@@ -84,7 +85,7 @@ def run_prepare(source: str | Path, output: str | Path, num_proc: int, block_siz
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-15:])
         raise RuntimeError(f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n{tail}")
-    stats = json.loads((Path(output) / "stats.json").read_text())
+    stats = read_prepared_dataset(output).stats
     notes = sum(s["notes"] for s in stats["splits"].values())
     mib = {k: v / 1024 for k, v in peak.items()}
     return PrepRun(wall, stats["items_seen"], notes, mib["rss"], mib["main"], mib["anon"], mib["file"])

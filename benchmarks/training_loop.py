@@ -39,18 +39,18 @@ def bare_loop_tokens_per_second(size: str, dataset: str, study_yaml: str, steps:
 
     from configs.models import build_model_config
     from configs.study import StudyArguments, TrainingArguments, parse_with_study
-    from tokenizer import load_tokenizer, special_token_ids
-    from training.run import RunArguments, check_plan, collate_blocks, load_prepared_dataset
+    from data.prepared import read_prepared_dataset
+    from training.run import RunArguments, check_plan, collate_blocks
 
     _, study, args = parse_with_study(
         (RunArguments, StudyArguments, TrainingArguments),
         ["--size", size, "--dataset", dataset, "--study", study_yaml, "--output_dir", "unused"])
-    datasets, stats = load_prepared_dataset(dataset)
-    layout, _ = check_plan(stats, study, world_size=1)
-    tok = load_tokenizer(dataset)
-    ids = special_token_ids(tok)
+    prepared = read_prepared_dataset(dataset)
+    datasets = prepared.load()
+    layout, _ = check_plan(prepared, study, world_size=1)
+    ids = prepared.special_ids
     set_seed(args.seed)
-    config = build_model_config(size, len(tok), stats["block_size"], ids["bos"], ids["eos"], ids["pad"])
+    config = build_model_config(size, prepared.vocab_size, prepared.block_size, ids["bos"], ids["eos"], ids["pad"])
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     model.train()
     decay = set(get_parameter_names(model, [torch.nn.LayerNorm])) - {n for n, _ in model.named_parameters()

@@ -40,6 +40,7 @@ from configs import DEFAULT_TOKENIZER_CONFIG
 from data.isolation import die_with_parent
 from data.near_duplicates import NearDuplicateGroups
 from data.packing import pack_dataset
+from data.prepared import DATASET_DICT_FILENAME, MANIFEST_FILENAME, SPLITS, STATS_FILENAME
 from data.processing import (
     SKIP_REASONS,
     PieceLimits,
@@ -52,10 +53,6 @@ from data.processing import (
 )
 from data.sources import list_source_items
 from tokenizer import TOKENIZER_FILENAME, build_tokenizer, save_tokenizer, special_token_ids, train_bpe
-
-SPLITS = ("train", "validation", "test")
-MANIFEST_FILENAME = "manifest.jsonl"
-STATS_FILENAME = "stats.json"
 
 
 @dataclass
@@ -413,14 +410,14 @@ def prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, An
 
 
 # what a finished preparation writes into OUTPUT (the DatasetDict's files, tokenizer, manifest, stats)
-OUTPUT_NAMES = ("dataset_dict.json", *SPLITS, TOKENIZER_FILENAME, MANIFEST_FILENAME, STATS_FILENAME)
+OUTPUT_NAMES = (DATASET_DICT_FILENAME, *SPLITS, TOKENIZER_FILENAME, MANIFEST_FILENAME, STATS_FILENAME)
 
 
 def _commit_outputs(staged: Path, out: Path) -> None:
     """Move a finished run's outputs from ``staged`` into ``out``, replacing the dataset there.
 
     Each move is an ``os.replace`` within one file system. ``stats.json`` leaves first and
-    arrives last, and a dataset counts as prepared only with it (`training.run.read_dataset_stats`),
+    arrives last, and a dataset counts as prepared only with it (`data.prepared.read_prepared_dataset`),
     so a reader sees the old dataset, none, or the new one, never a mix. The old outputs wait
     in ``_work/previous`` until the new ones are in place; a process killed in between is
     rolled back by the next run (:func:`_roll_back_interrupted_commit`).

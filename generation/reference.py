@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from datasets import load_from_disk
+
+from data.prepared import read_prepared_dataset
 
 
 def iter_split_pieces(dataset_dir: str | Path, split: str, bos_id: int, eos_id: int,
@@ -38,10 +39,7 @@ def iter_split_pieces(dataset_dir: str | Path, split: str, bos_id: int, eos_id: 
         KeyError: no such split.
     """
     path = Path(dataset_dir)
-    if not (path / "dataset_dict.json").is_file():
-        raise FileNotFoundError(f"No prepared dataset at {path}. Run: python scripts/prepare_data.py "
-                                f"--source <corpus> --output {path}")
-    dataset = load_from_disk(str(path))
+    dataset = read_prepared_dataset(path).load()
     if split not in dataset:
         raise KeyError(f"{path} has no split {split!r}; it has {sorted(dataset)}.")
     current: list[int] | None = None  # None until the first BOS: a leading partial piece is skipped

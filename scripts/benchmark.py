@@ -107,20 +107,21 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict:
     from benchmarks.training_loop import trainer_tokens_per_second
     from configs.models import build_model_config, count_parameters
     from configs.study import StudyArguments, TrainingArguments, parse_with_study
-    from training.run import RunArguments, check_plan, read_dataset_stats
+    from data.prepared import read_prepared_dataset
+    from training.run import RunArguments, check_plan
 
-    stats = read_dataset_stats(args.dataset)
+    dataset = read_prepared_dataset(args.dataset)
     _, study, _ = parse_with_study((RunArguments, StudyArguments, TrainingArguments),
                                    ["--size", "x", "--dataset", args.dataset, "--study", args.study,
                                     "--output_dir", str(work)])
-    layout, _ = check_plan(stats, study)
+    layout, _ = check_plan(dataset, study)
     print(f"dataset {args.dataset}, study {args.study}: {args.steps} steps x {layout.tokens_per_step} tokens "
           f"({layout.per_device_batch_size} x {layout.gradient_accumulation_steps} accumulation x "
           f"{layout.block_size}), one process, W&B off; median of {args.repeat} interleaved pairs")
     print(f"{'size':>6} {'N':>9} {'Trainer tok/s':>14} {'bare loop tok/s':>16} {'ratio':>6}")
     rows = []
     for size in args.sizes:
-        n = count_parameters(build_model_config(size, stats["vocab_size"], stats["block_size"], 1, 2, 0))
+        n = count_parameters(build_model_config(size, dataset.vocab_size, dataset.block_size, 1, 2, 0))
         pairs = []
         for _ in range(args.repeat):  # bare, Trainer, bare, Trainer, ...: drift hits both alike
             bare = subprocess.run([sys.executable, "-m", "benchmarks.training_loop", "--size", size, "--dataset",

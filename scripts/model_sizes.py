@@ -10,12 +10,11 @@ from the flags; the embedding share of the total depends on both.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from configs.cli import run_main
 from configs.models import size_table
+from data.prepared import read_prepared_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", help="Sizes to list (default: all in configs/sizes/).")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.dataset:
-        stats_path = Path(args.dataset) / "stats.json"
-        if not stats_path.is_file():
-            parser.error(f"no stats.json in {args.dataset}; run scripts/prepare_data.py first or give --vocab-size")
-        stats = json.loads(stats_path.read_text())
-        vocab_size, block_size = stats["vocab_size"], stats["block_size"]
+        dataset = read_prepared_dataset(args.dataset)  # FileNotFoundError says how to make one
+        vocab_size, block_size = dataset.vocab_size, dataset.block_size
     elif args.vocab_size:
         vocab_size, block_size = args.vocab_size, args.block_size
     else:

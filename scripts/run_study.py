@@ -34,13 +34,13 @@ from configs.study import (
     TrainingArguments,
     parse_with_study,
 )
+from data.prepared import read_prepared_dataset
 from training.hub import repo_id_for_size, size_label
 from training.run import (
     LR_RULE_FILENAME,
     RUN_SUMMARY_FILENAME,
     RunArguments,
     check_plan,
-    read_dataset_stats,
     run_recipe,
 )
 from training.study import (
@@ -52,7 +52,6 @@ from training.study import (
     stale_reason,
     sweep_learning_rates,
 )
-from training.tracking import dataset_fingerprint
 
 
 def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
@@ -110,16 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     swept = (study.lr_sweep_sizes or sizes) if study.lr_sweep_factors else []
     for size in [*sizes, *swept]:  # fail before the first run, not after the smaller sizes trained
         load_size(size)
-    stats = read_dataset_stats(args.dataset)
-    layout, steps = check_plan(stats, study)
+    dataset = read_prepared_dataset(args.dataset)
+    layout, steps = check_plan(dataset, study)
     n_params = {row["size"]: row["n_params_non_embedding"]
-                for row in size_table(stats["vocab_size"], stats["block_size"], list(dict.fromkeys([*sizes, *swept])))}
-    epoch_steps = stats["splits"]["train"]["blocks"] // layout.sequences_per_step
+                for row in size_table(dataset.vocab_size, dataset.block_size, list(dict.fromkeys([*sizes, *swept])))}
+    epoch_steps = dataset.blocks["train"] // layout.sequences_per_step
     runs, notes = plan_study_runs(sizes, n_params, tokens_per_step=layout.tokens_per_step,
                                   epoch_tokens=epoch_steps * layout.tokens_per_step,
                                   token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets)
     # what every run trains on besides D, rate and seed: a finished run made otherwise is not reused
-    recipe = run_recipe(args.dataset, dataset_fingerprint(args.dataset), stats["block_size"],
+    recipe = run_recipe(args.dataset, dataset.fingerprint, dataset.block_size,
                         layout.tokens_per_step, training_args.to_dict())
     _check_finished_runs(Path(args.output_dir), runs, steps * layout.tokens_per_step, recipe)
     print(f"{len(sizes)} sizes x {steps} steps x {layout.tokens_per_step:,} tokens = "

@@ -132,19 +132,23 @@ def test_study_typos_and_hand_set_batches_are_refused(tmp_path):
     assert (CONFIG_DIR / "sizes" / "tiny.yaml").is_file()
 
 
-def test_size_table_command_prints_every_size(capsys, tmp_path):
-    import json
-
+def test_size_table_command_prints_every_size(capsys, tiny_setup):
     from tests_helpers import load_script
 
-    (tmp_path / "stats.json").write_text(json.dumps({"vocab_size": 600, "block_size": 128}))
+    from tokenizer import load_tokenizer
+
+    data = tiny_setup[0] / "data"  # a real prepared dataset: block_size 64
+    vocab = len(load_tokenizer(data))
     module = load_script("model_sizes")
-    assert module.main(["--dataset", str(tmp_path)]) == 0
+    assert module.main(["--dataset", str(data)]) == 0
     out = capsys.readouterr().out
-    tiny = build_model_config("tiny", 600, 128, 1, 2, 0)
-    assert f"| tiny | 2 | 128 | 2 | 512 | 396,800 | {396_800 + (600 + 128) * 128:,} |" in out
+    assert f"vocab_size={vocab}, block_size=64" in out
+    tiny = build_model_config("tiny", vocab, 64, 1, 2, 0)
+    assert f"| tiny | 2 | 128 | 2 | 512 | 396,800 | {396_800 + (vocab + 64) * 128:,} |" in out
     assert all(f"| {s} |" in out for s in STUDY_SIZES + DEMO_SIZES)
-    assert tiny.n_positions == 128
+    assert tiny.n_positions == 64
+    assert module.main(["--vocab-size", "600", "--block-size", "128"]) == 0
+    assert f"| tiny | 2 | 128 | 2 | 512 | 396,800 | {396_800 + (600 + 128) * 128:,} |" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("name", "kind", "processes", "machines"), [

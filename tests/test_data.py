@@ -464,3 +464,37 @@ def test_drum_tracks_are_not_fingerprinted():
     with_drums = track_shingles(piece(True, 1))
     assert len(with_drums) == 1 and np.array_equal(with_drums[0], track_shingles(piece(False, 1))[0])
     assert len(track_minhashes(piece(True, 2))) == 1  # the lead only
+
+
+# --- the prepared dataset, read back ---------------------------------------------------
+
+def test_prepared_dataset_reader_agrees_with_the_blocks(tiny_setup, other_datasets, tmp_path):
+    from data.prepared import dataset_fingerprint, read_prepared_dataset
+    from tokenizer import load_tokenizer, special_token_ids
+
+    root = tiny_setup[0]
+    for path, block_size in ((root / "data", 64), (other_datasets["block_size"], 32)):
+        prepared = read_prepared_dataset(path)
+        blocks = load_from_disk(str(path))
+        tok = load_tokenizer(path)
+        assert prepared.block_size == block_size == len(blocks["train"][0]["input_ids"])
+        assert prepared.blocks == {split: len(blocks[split]) for split in ("train", "validation", "test")}
+        assert prepared.tokens("train") == sum(len(row) for row in blocks["train"]["input_ids"])
+        assert prepared.vocab_size == len(tok) and prepared.special_ids == special_token_ids(tok)
+        assert prepared.fingerprint == dataset_fingerprint(path)
+        assert len(prepared.load()["validation"]) == prepared.blocks["validation"]
+    assert read_prepared_dataset(root / "data").fingerprint != read_prepared_dataset(
+        other_datasets["block_size"]).fingerprint
+    with pytest.raises(FileNotFoundError, match="prepare_data.py --source builtin --output"):
+        read_prepared_dataset(tmp_path / "none")
+    # stats.json of one dataset beside the blocks of another: refused when the blocks are opened
+    mixed = tmp_path / "mixed"
+    shutil.copytree(root / "data", mixed)
+    shutil.copy(other_datasets["block_size"] / "stats.json", mixed / "stats.json")
+    with pytest.raises(ValueError, match="blocks of 64 tokens, but stats.json says .* of 32; prepare it again"):
+        read_prepared_dataset(mixed).load()
+    stats = json.loads((mixed / "stats.json").read_text())
+    del stats["special_token_ids"]
+    (mixed / "stats.json").write_text(json.dumps(stats))
+    with pytest.raises(ValueError, match="no usable 'special_token_ids'.*prepare the dataset again"):
+        read_prepared_dataset(mixed)

@@ -12,7 +12,8 @@ import pytest
 import wandb
 from tests_helpers import REPO, closed_port, load_script, local_http_server
 
-from training.tracking import RUN_ID_FILENAME, dataset_fingerprint, git_commit, wandb_mode
+from data.prepared import dataset_fingerprint
+from training.tracking import RUN_ID_FILENAME, git_commit, wandb_mode
 
 
 def _server(answer: str):

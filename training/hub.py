@@ -22,8 +22,9 @@ from typing import Any
 import yaml
 
 from data.pipeline import MANIFEST_FILENAME, SPLITS, STATS_FILENAME
+from data.prepared import read_prepared_dataset
 from tokenizer import TOKENIZER_FILENAME
-from training.run import RUN_SUMMARY_FILENAME, read_dataset_stats
+from training.run import RUN_SUMMARY_FILENAME
 
 logger = logging.getLogger(__name__)
 
@@ -513,7 +514,7 @@ def stage_dataset_extras(data_dir: str | Path, staging_dir: str | Path, *, licen
         ValueError: ``staging_dir`` is not empty.
     """
     data_dir = Path(data_dir)
-    stats = read_dataset_stats(data_dir)
+    stats = read_prepared_dataset(data_dir).stats
     files = [data_dir / f for f in (TOKENIZER_FILENAME, STATS_FILENAME, MANIFEST_FILENAME)]
     missing = [p.name for p in files if not p.is_file()]
     if missing:
@@ -553,7 +554,7 @@ def push_dataset(data_dir: str | Path, repo_id: str, *, private: bool = False, t
     from datasets import load_from_disk
 
     _check_repo_id(repo_id)
-    read_dataset_stats(data_dir)  # fails before any upload when there is no dataset
+    read_prepared_dataset(data_dir)  # fails before any upload when there is no dataset
     api = _hf_api(api, token)
     with hub_errors(repo_id, data_dir):
         api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from datasets import DatasetDict, load_from_disk
 from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments, set_seed
 
@@ -31,10 +30,10 @@ from analysis.lr_sweep import RULE_FORMULA, LrRule
 from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
-from data.pipeline import STATS_FILENAME
-from tokenizer import load_tokenizer, save_tokenizer, special_token_ids
+from data.prepared import PreparedDataset, read_prepared_dataset
+from tokenizer import save_tokenizer
 from training.efficiency import device_peak_flops, flops_per_token, mfu
-from training.tracking import dataset_fingerprint, git_commit, start_wandb_run, wandb_mode
+from training.tracking import git_commit, start_wandb_run, wandb_mode
 
 logger = logging.getLogger(__name__)
 RUN_SUMMARY_FILENAME = "run_summary.json"
@@ -58,20 +57,6 @@ class RunArguments:
         "help": "Start over: delete the checkpoints and any finished run in --output-dir first."})
 
 
-def read_dataset_stats(path: str | Path) -> dict[str, Any]:
-    """The stats.json of a dataset written by ``scripts/prepare_data.py``.
-
-    Raises:
-        FileNotFoundError: no prepared dataset there; says which command makes one.
-    """
-    path = Path(path)
-    if not (path / "dataset_dict.json").is_file() or not (path / STATS_FILENAME).is_file():
-        msg = (f"No prepared dataset at {path}. Run first:\n"
-               f"  python scripts/prepare_data.py --source builtin --output {path}")
-        raise FileNotFoundError(msg)
-    return json.loads((path / STATS_FILENAME).read_text())
-
-
 def read_lr_rule(path: str | Path) -> LrRule:
     """The learning-rate rule a study's sweep wrote (``lr_rule.json``, see `analysis.lr_sweep.LrRule`).
 
@@ -85,16 +70,6 @@ def read_lr_rule(path: str | Path) -> LrRule:
                                 "after a sweep (lr_sweep_factors in the study file).")
     data = json.loads(path.read_text())
     return LrRule.from_dict(data.get("rule") if isinstance(data.get("rule"), dict) else data)
-
-
-def load_prepared_dataset(path: str | Path) -> tuple[DatasetDict, dict[str, Any]]:
-    """Load the DatasetDict and stats.json written by ``scripts/prepare_data.py``.
-
-    Raises:
-        FileNotFoundError: no prepared dataset there; says which command makes one.
-    """
-    stats = read_dataset_stats(path)
-    return load_from_disk(str(path)), stats
 
 
 def collate_blocks(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -200,8 +175,8 @@ def plan_steps(num_train_blocks: int, layout: BatchLayout, max_tokens: int) -> i
     return steps
 
 
-def check_plan(stats: dict[str, Any], study: StudyArguments, world_size: int = 1) -> tuple[BatchLayout, int]:
-    """Check a study against a prepared dataset's stats.json (see :func:`read_dataset_stats`).
+def check_plan(dataset: PreparedDataset, study: StudyArguments, world_size: int = 1) -> tuple[BatchLayout, int]:
+    """Check a study against a prepared dataset (`data.prepared.read_prepared_dataset`).
 
     Returns:
         ``(layout, steps)`` for ``world_size`` processes.
@@ -209,9 +184,9 @@ def check_plan(stats: dict[str, Any], study: StudyArguments, world_size: int = 1
     Raises:
         ValueError: batch or budget do not fit.
     """
-    layout = compute_batch_layout(study.global_batch_tokens, stats["block_size"], world_size,
+    layout = compute_batch_layout(study.global_batch_tokens, dataset.block_size, world_size,
                                   study.max_device_batch_size)
-    return layout, plan_steps(stats["splits"]["train"]["blocks"], layout, study.max_tokens)
+    return layout, plan_steps(dataset.blocks["train"], layout, study.max_tokens)
 
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -289,7 +264,7 @@ def run_recipe(dataset: str | Path, fingerprint: str, block_size: int, global_ba
 
     Args:
         dataset: the prepared dataset's folder (named in messages, not compared).
-        fingerprint: its `training.tracking.dataset_fingerprint`.
+        fingerprint: its `data.prepared.dataset_fingerprint`.
         block_size: tokens per block; global_batch_tokens: tokens per optimizer step.
         training: ``TrainingArguments.to_dict()`` (or the study's settings); the
             `RECIPE_TRAINING_KEYS` are kept.
@@ -423,18 +398,16 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     """
     t_start = time.time()
     load_size(run.size)  # an unknown or malformed size fails before any work
-    datasets, stats = load_prepared_dataset(run.dataset)
-    tok = load_tokenizer(run.dataset)
-    ids = special_token_ids(tok)
+    prepared = read_prepared_dataset(run.dataset)
     for split in ("train", "validation"):
-        if len(datasets[split]) == 0:
+        if prepared.blocks[split] == 0:
             raise ValueError(f"The {split} split of {run.dataset} has no block; prepare it again with more "
                              "files, a smaller --block-size or a larger --val-fraction.")
-    block_size = len(datasets["train"][0]["input_ids"])
-    assert block_size == stats["block_size"], "stats.json disagrees with the packed blocks"
-    assert len(datasets["train"]) == stats["splits"]["train"]["blocks"], "stats.json disagrees with the dataset"
+    datasets = prepared.load()
+    tok = prepared.load_tokenizer()
+    ids, block_size, stats = prepared.special_ids, prepared.block_size, prepared.stats
     world_size = training_args.world_size  # processes started by torchrun / accelerate launch
-    layout, max_steps = check_plan(stats, study, world_size)
+    layout, max_steps = check_plan(prepared, study, world_size)
 
     use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     wandb_mode_reason = (wandb_mode() if run.wandb and training_args.process_index == 0
@@ -482,7 +455,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     output_dir.mkdir(parents=True, exist_ok=True)
     main_process = training_args.process_index == 0
     # every process reads it (about a second per GB), so all of them refuse a mismatched resume alike
-    fingerprint = dataset_fingerprint(run.dataset)
+    fingerprint = prepared.fingerprint
     plan = {**run_recipe(run.dataset, fingerprint, block_size, layout.tokens_per_step, training_args.to_dict()),
             "size": str(run.size), "model": {k: getattr(config, k) for k in ("n_layer", "n_embd", "n_head", "n_inner")},
             "learning_rate": training_args.learning_rate, "seed": training_args.seed, "max_steps": max_steps}

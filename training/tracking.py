@@ -8,7 +8,6 @@ before the first step) and the Trainer's ``WandbCallback`` logs into it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import netrc
 import os
@@ -123,22 +122,6 @@ def git_commit(repo: Path = REPO) -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")
-
-
-def dataset_fingerprint(dataset_dir: str | Path) -> str:
-    """SHA-1 of a prepared dataset's Arrow files (names and bytes, in sorted order).
-
-    Equal for the same token content however it was made (unlike stats.json, which holds
-    timings); read in 1 MiB chunks, so about a second per GB.
-    """
-    h = hashlib.sha1()
-    root = Path(dataset_dir)
-    for path in sorted(root.glob("*/*.arrow")):
-        h.update(str(path.relative_to(root)).encode())
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def start_wandb_run(output_dir: Path, mode: str, reason: str, *, project: str, group: str, name: str,

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from configs.naming import size_name
+
 logger = logging.getLogger(__name__)
 
 SUMMARY_FILE = "run_summary.json"
@@ -88,7 +90,7 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
     row.update({col: _number(summary.get(key)) for key, col in _SUMMARY_KEYS.items()})
     row["run_name"] = str(summary.get("run_name") or folder.name)
     size = str(summary.get("size") or row["run_name"])
-    row["size"] = Path(size).stem if size.endswith((".yaml", ".yml")) else size  # a size file -> its name
+    row["size"] = size_name(size)  # a size file -> its name
     row["status"] = str(summary.get("status") or "unknown")
     row["note"] = str(summary.get("note") or "")  # set by sources that know why a run is unusable
     config = summary.get("config") if isinstance(summary.get("config"), dict) else {}

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.io import write_bytes_atomic, write_json_atomic
+from configs.naming import size_name
 from generation.pianoroll import pianoroll_figure
 from generation.quality import describe_and_compare
 from generation.reference import reference_pieces
@@ -257,7 +258,7 @@ def sample_study(study_dir: str | Path, sizes: list[str], *, count: int, seed: i
     """
     status = {}
     for size in sizes:
-        run_dir = Path(study_dir) / (Path(size).stem if size.endswith((".yaml", ".yml")) else size)
+        run_dir = Path(study_dir) / size_name(size)
         if not (run_dir / "run_summary.json").is_file():
             status[size] = "no run"
             continue

@@ -28,6 +28,7 @@ from analysis.lr_sweep import LrRule
 from common.io import write_json_atomic
 from configs.cli import run_main
 from configs.models import load_size, size_table
+from configs.naming import run_name, size_name
 from configs.study import (
     DEFAULT_STUDY,
     StudyArguments,
@@ -47,7 +48,6 @@ from training.study import (
     RESULTS_FILENAME,
     PlannedRun,
     plan_study_runs,
-    run_name,
     run_study,
     stale_reason,
     sweep_learning_rates,
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     hub_id = training_args.hub_model_id
     if training_args.push_to_hub and not hub_id:
         raise ValueError("--push-to-hub needs --hub-model-id USER/NAME; each size goes to USER/NAME-<size>.")
-    passthrough = _without_flag(passthrough, ("--hub_model_id", "--hub-model-id"))
+    # each run gets its own Hub repository and name
+    passthrough = _without_flag(passthrough, ("--hub_model_id", "--hub-model-id", "--run_name", "--run-name"))
     sizes = args.sizes or study.sizes
     # the swept sizes set the rule, so they are swept (finished runs reused) whatever --sizes says
     swept = (study.lr_sweep_sizes or sizes) if study.lr_sweep_factors else []
@@ -148,17 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             "rule": rule.to_dict() if isinstance(rule, LrRule) else None,
             "reason": rule if isinstance(rule, str) else "", "sweeps": {k: v.to_dict() for k, v in sweeps.items()}})
         for size in sizes:
-            sweep = sweeps.get(size_label(size))
+            sweep = sweeps.get(size_name(size))
             if sweep is not None:  # its best sweep run is its run of the main budget
                 lr_of[size] = PlannedRun(size, sweep.run_names[0], learning_rate=sweep.best_lr, lr_source="swept")
             elif isinstance(rule, LrRule):
                 lr_of[size] = PlannedRun(size, run_name(size), learning_rate=rule.predict(n_params[size]),
                                          lr_source="rule", lr_rule=str(study_dir / LR_RULE_FILENAME))
-                print(f"{size_label(size)}: learning rate {lr_of[size].learning_rate:.3g} from the rule "
+                print(f"{size_name(size)}: learning rate {lr_of[size].learning_rate:.3g} from the rule "
                       f"lr*(N) = {rule.k:.3g} * N**{-rule.gamma:.3f}")
             else:
                 del lr_of[size]
-                print(f"{size_label(size)}: not trained: no learning rate ({rule})")
+                print(f"{size_name(size)}: not trained: no learning rate ({rule})")
 
     # --- every other run: unswept sizes, repeats with other seeds, extra budgets, each at its size's rate
     def at_rate(run: PlannedRun, **changes: object) -> PlannedRun:
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                    lr_rule=chosen.lr_rule, **changes)
 
     todo = [lr_of[s] for s in lr_of if lr_of[s].lr_source != "swept"]
-    repeated = [s for s in lr_of if not study.repeat_sizes or size_label(s) in map(size_label, study.repeat_sizes)]
+    repeated = [s for s in lr_of if not study.repeat_sizes or size_name(s) in map(size_label, study.repeat_sizes)]
     todo += [at_rate(lr_of[s], seed=seed, run_name=run_name(
                  s, learning_rate=lr_of[s].learning_rate if lr_of[s].lr_source == "swept" else None, seed=seed))
              for seed in study.repeat_seeds for s in repeated]

@@ -72,12 +72,12 @@ def test_plan_study_runs():
     assert runs[:3] == [PlannedRun("a", "a"), PlannedRun("b", "b"), PlannedRun("c", "c")]
     grid = runs[3:6]
     assert [r.run_name for r in grid] == ["a-D50000", "b-D50000", "c-D50000"]  # whole steps
-    assert all(r.max_tokens == 50_000 and r.train_args() == ["--max_tokens", "50000", "--budget_role", "grid"]
-               for r in grid)
+    assert all(r.max_tokens == 50_000 and r.train_args() == ["--run_name", r.run_name, "--max_tokens", "50000",
+                                                             "--budget_role", "grid"] for r in grid)
     iso = runs[6:]
     # C = 6e10: a -> D = 1e6 (1000 steps), b -> 1e5 (100 steps), c -> 1e4 (10 steps < 20: left out)
     assert [(r.run_name, r.max_tokens) for r in iso] == [("a-C6e10", 1_000_000), ("b-C6e10", 100_000)]
-    assert iso[0].train_args() == ["--max_tokens", "1000000", "--budget_role", "isoflop",
+    assert iso[0].train_args() == ["--run_name", "a-C6e10", "--max_tokens", "1000000", "--budget_role", "isoflop",
                                    "--compute_budget", "60000000000.0"]
     assert any("c left out" in note and "under 20 steps" in note for note in notes)
     assert any("keeps only 2 size(s)" in note for note in notes)

@@ -121,15 +121,17 @@ def test_offline_run_is_named_and_holds_the_study(tiny_setup, tmp_path, monkeypa
 
     monkeypatch.setattr(wandb, "init", recording_init)
     train = load_script("train")
-    out = tmp_path / "w16"
+    out = tmp_path / "w16"  # the study runner names each run (configs.naming.run_name); W&B and the summary use it
     assert train.main(["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study),
-                       "--output-dir", str(out), "--study_name", "unit-study", "--wandb_project", "unit-proj"]) == 0
+                       "--output-dir", str(out), "--study_name", "unit-study", "--wandb_project", "unit-proj",
+                       "--run_name", "w16-D15360"]) == 0
     printed = capsys.readouterr().out
     assert "W&B offline (no W&B credentials" in printed and f"wandb sync {out / 'wandb'}/offline-run-*" in printed
     init = captured["init"]
-    assert (init["project"], init["group"], init["name"], init["mode"]) == ("unit-proj", "unit-study", "w16",
+    assert (init["project"], init["group"], init["name"], init["mode"]) == ("unit-proj", "unit-study", "w16-D15360",
                                                                             "offline")
     summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["run_name"] == "w16-D15360" and summary["size"] == str(sizes["w16"])
     config = init["config"]
     assert config["N"] == summary["n_params_non_embedding"] and config["N_total"] == summary["n_params"]
     assert config["D_planned"] == summary["tokens_trained"] == 15360

@@ -21,6 +21,7 @@ def test_tiny_run_lowers_loss_and_writes_a_complete_summary(tiny_runs):
     run_dir = tiny_runs / "w32"
     summary = json.loads((run_dir / "run_summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
+    assert summary["run_name"] == "w32"  # started by hand without --run_name: named after its folder
     assert summary["tokens_trained"] == 30 * 512 == summary["steps"] * summary["global_batch_tokens"]
     assert summary["flops"] == 6 * summary["n_params_non_embedding"] * summary["tokens_trained"]
     assert summary["n_params_non_embedding"] == 2 * (12 * 32**2 + 13 * 32) + 2 * 32

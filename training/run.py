@@ -421,10 +421,9 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         # the same AdamW update in one fused CUDA kernel per step
         optim="adamw_torch_fused" if torch.cuda.is_available() and training_args.optim == "adamw_torch"
         else training_args.optim,
-        # W&B run name = the size, or the study's folder name for extra budgets (demo3-C1e12)
-        run_name=(Path(training_args.output_dir).name
-                  if Path(training_args.output_dir).name.startswith(Path(run.size).stem + "-")
-                  else Path(run.size).stem),
+        # the run's name (configs.naming.run_name, given by scripts/run_study.py) names its W&B run and
+        # its summary; a run started by hand is named after its folder
+        run_name=training_args.run_name or Path(training_args.output_dir).name,
         per_device_train_batch_size=layout.per_device_batch_size,
         per_device_eval_batch_size=layout.per_device_batch_size,
         gradient_accumulation_steps=layout.gradient_accumulation_steps,
@@ -526,7 +525,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
             save_tokenizer(tok, output_dir)
             trainer.save_state()  # trainer_state.json: the log history analysis reads
             summary = {
-                "run_name": output_dir.name, "size": run.size, "status": "finished",
+                "run_name": training_args.run_name, "size": run.size, "status": "finished",
                 **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
                 "vocab_size": config.vocab_size, "block_size": block_size,
                 "tokens_trained": n_tokens,

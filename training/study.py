@@ -19,6 +19,7 @@ import pandas as pd
 
 from analysis.lr_sweep import LrRule, SizeSweep, fit_lr_rule, sweep_of_size
 from common.io import write_json_atomic
+from configs.naming import run_name, size_name
 from training.run import RUN_SUMMARY_FILENAME, recipe_differences, recipe_of_summary
 
 RESULTS_FILENAME = "results.json"
@@ -29,33 +30,14 @@ _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops"
 MIN_STEPS_PER_RUN = 20  # fewer optimizer steps leave warmup + cosine decay meaningless
 
 
-def run_name(size: str, *, tokens: int | None = None, compute: float | None = None,
-             learning_rate: float | None = None, seed: int | None = None) -> str:
-    """The folder name of a study's run, from what sets it apart; the one place names are made.
-
-    ``<size>`` for the main budget, ``-D<tokens>`` for an extra token budget, ``-C<FLOPs>`` for
-    an IsoFLOP budget, ``-lr<rate>`` for one point of a learning-rate sweep, ``-s<seed>`` for a
-    repeat with another seed; e.g. ``demo3``, ``demo3-C1e12``, ``demo1-lr0.0141-s2``.
-    """
-    name = Path(size).stem
-    if tokens is not None:
-        name += f"-D{tokens}"
-    if compute is not None:
-        name += f"-C{_flops_label(compute)}"
-    if learning_rate is not None:
-        name += f"-lr{learning_rate:.3g}"
-    if seed is not None:
-        name += f"-s{seed}"
-    return name
-
-
 @dataclass(frozen=True)
 class PlannedRun:
     """One training run of a study: a size trained on a token budget at a learning rate.
 
     Attributes:
         size: size name or size file (``--size``).
-        run_name: its folder under the study (see `run_name`).
+        run_name: its name (`configs.naming.run_name`): its folder under the study, its W&B run
+            and ``run_name`` in its summary.
         max_tokens: D, tokens to train on (a whole number of optimizer steps); None = the
             study's own ``max_tokens``.
         compute_budget: the IsoFLOP budget C (FLOPs) the run belongs to, 0 for none.
@@ -80,8 +62,8 @@ class PlannedRun:
         return self.max_tokens is None
 
     def train_args(self) -> list[str]:
-        """Extra ``scripts/train.py`` arguments (budget, IsoFLOP label, learning rate, seed) for this run."""
-        args = []
+        """Extra ``scripts/train.py`` arguments (name, budget, IsoFLOP label, learning rate, seed) for this run."""
+        args = ["--run_name", self.run_name]
         if self.max_tokens is not None:
             role = ["--budget_role", "isoflop", "--compute_budget", repr(float(self.compute_budget))] \
                 if self.compute_budget else ["--budget_role", "grid"]
@@ -95,12 +77,6 @@ class PlannedRun:
         if self.seed is not None:
             args += ["--seed", str(self.seed)]
         return args
-
-
-def _flops_label(c: float) -> str:
-    """3e+11 -> '3e11', 1.5e12 -> '1.5e12' (folder-name friendly)."""
-    mantissa, exponent = f"{c:.3g}".split("e") if "e" in f"{c:.3g}" else (f"{c:.3g}", "0")
-    return f"{mantissa}e{int(exponent)}"
 
 
 def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_step: int, epoch_tokens: int,
@@ -226,11 +202,11 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    runs = [r if isinstance(r, PlannedRun) else PlannedRun(r, Path(r).stem) for r in sizes]
+    runs = [r if isinstance(r, PlannedRun) else PlannedRun(r, run_name(r)) for r in sizes]
     names = {r.run_name for r in runs}
     try:  # entries of runs not run this time stay in results.json
         earlier = [e for e in json.loads((study_dir / RESULTS_FILENAME).read_text())
-                   if e.get("run_name", Path(str(e.get("size"))).stem) not in names]
+                   if e.get("run_name", run_name(str(e.get("size")))) not in names]
     except (OSError, ValueError, AttributeError):
         earlier = []
     for i, run in enumerate(runs, 1):
@@ -328,7 +304,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
                        else known[-1].lr_star if known else centre)
         rates = _sweep_grid(size_centre, factors)
         ratio_low, ratio_high = rates[1] / rates[0], rates[-1] / rates[-2]
-        log(f"sweep {Path(size).stem}: learning rates {', '.join(f'{r:.3g}' for r in rates)}"
+        log(f"sweep {size_name(size)}: learning rates {', '.join(f'{r:.3g}' for r in rates)}"
             f" around {size_centre:.3g}")
         for added in range(extend + 1):
             planned = [PlannedRun(size, run_name(size, learning_rate=r), learning_rate=r, lr_source="swept")
@@ -337,19 +313,19 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
             rows = [{"run_name": r.run_name, "learning_rate": r.learning_rate, metric: summary.get(metric)}
                     for r in planned if (summary := _read_summary(study_dir, r.run_name)) and summary.get(metric)]
             if not rows:
-                log(f"sweep {Path(size).stem}: no run finished; the size is left out of the sweep")
+                log(f"sweep {size_name(size)}: no run finished; the size is left out of the sweep")
                 break
-            sweep = sweep_of_size(Path(size).stem, n_params[size], pd.DataFrame(rows), metric)
+            sweep = sweep_of_size(size_name(size), n_params[size], pd.DataFrame(rows), metric)
             if not sweep.edge or added == extend:
                 break
             rates.append(float(f"{rates[-1] * ratio_high:.3g}") if sweep.edge == "high"
                          else float(f"{rates[0] / ratio_low:.3g}"))
             rates.sort()
-            log(f"sweep {Path(size).stem}: best rate {sweep.best_lr:.3g} at the {sweep.edge} edge; adding "
+            log(f"sweep {size_name(size)}: best rate {sweep.best_lr:.3g} at the {sweep.edge} edge; adding "
                 f"{rates[-1] if sweep.edge == 'high' else rates[0]:.3g}")
         if rows:
-            sweeps[Path(size).stem] = sweep
-            log(f"sweep {Path(size).stem}: best {sweep.best_lr:.3g} ({metric} {sweep.best_loss:.4f}), "
+            sweeps[size_name(size)] = sweep
+            log(f"sweep {size_name(size)}: best {sweep.best_lr:.3g} ({metric} {sweep.best_loss:.4f}), "
                 f"lr* {sweep.lr_star:.3g}" + (f"; WARNING: {sweep.warning}" if sweep.edge else ""))
             rule = fit_lr_rule(sweeps)
     return sweeps, rule

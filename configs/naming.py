@@ -1,0 +1,41 @@
+"""Names of sizes and runs: the one place they are made (folders, W&B, summaries, samples, tables).
+
+Imports nothing but the standard library, so analysis and sharing use it without torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def size_name(size: str) -> str:
+    """A size as shown everywhere: its name (``"small"``), or a size file's stem
+    (``"configs/sizes/small.yaml"`` -> ``"small"``)."""
+    return Path(size).stem if str(size).endswith((".yaml", ".yml")) else str(size)
+
+
+def flops_label(c: float) -> str:
+    """A FLOP count for a folder name, 3 significant digits: 3e+11 -> ``"3e11"``, 1.5e12 -> ``"1.5e12"``."""
+    mantissa, exponent = f"{c:.3g}".split("e") if "e" in f"{c:.3g}" else (f"{c:.3g}", "0")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def run_name(size: str, *, tokens: int | None = None, compute: float | None = None,
+             learning_rate: float | None = None, seed: int | None = None) -> str:
+    """The name of a study's run, from what sets it apart: its folder under the study, its W&B run
+    name (``TrainingArguments.run_name``) and ``run_name`` in its ``run_summary.json``.
+
+    ``<size>`` for the main budget, ``-D<tokens>`` for an extra token budget, ``-C<FLOPs>`` for
+    an IsoFLOP budget, ``-lr<rate>`` for one point of a learning-rate sweep, ``-s<seed>`` for a
+    repeat with another seed; e.g. ``demo3``, ``demo3-C1e12``, ``demo1-lr0.0141-s2``.
+    """
+    name = size_name(size)
+    if tokens is not None:
+        name += f"-D{tokens}"
+    if compute is not None:
+        name += f"-C{flops_label(compute)}"
+    if learning_rate is not None:
+        name += f"-lr{learning_rate:.3g}"
+    if seed is not None:
+        name += f"-s{seed}"
+    return name

@@ -13,10 +13,9 @@ from datasets import DatasetDict
 from tests_helpers import load_script
 from transformers import AutoModelForCausalLM
 
+from sharing.cards import dataset_card, model_card
 from tokenizer import load_tokenizer
 from training.hub import (
-    dataset_card,
-    model_card,
     push_dataset,
     push_model,
     repo_id_for_size,
@@ -88,11 +87,11 @@ def test_staged_model_folder_holds_exactly_the_pushed_files_and_loads(hub_run, t
 
 def test_model_card_states_the_run_and_shows_the_law_only_when_fitted(hub_run):
     s = hub_run.summary
-    card = model_card(s)
+    card = str(model_card(s))
     meta = front_matter(card)
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-generation"
     assert meta["license"] == "mit" and {"music", "midi", "symbolic-music", "scaling-laws", "gpt2"} <= set(meta["tags"])
-    assert front_matter(model_card(s, license="cc-by-4.0"))["license"] == "cc-by-4.0"
+    assert front_matter(str(model_card(s, license="cc-by-4.0")))["license"] == "cc-by-4.0"
     for text in ("size `w16`", f"{s['n_params_non_embedding']:,}", f"{s['n_params']:,}",
                  f"{s['tokens_trained']:,}", f"{s['eval_loss']:.4f}", f"{s['test_loss']:.4f}",
                  "2 / 16 / 2", f"{s['global_batch_tokens']:,} tokens per step", "cosine", "adamw_torch",
@@ -101,11 +100,11 @@ def test_model_card_states_the_run_and_shows_the_law_only_when_fitted(hub_run):
     train = hub_run.stats["splits"]["train"]
     assert f"| train | {train['pieces']:,} | {train['tokens']:,} | {train['blocks']:,} |" in card
     assert "L(N)" not in card and "α" not in card
-    assert "L(N)" not in model_card(s, {"fitted": False, "reason": "2 runs"})
-    fitted = model_card(s, FIT)
+    assert "L(N)" not in str(model_card(s, {"fitted": False, "reason": "2 runs"}))
+    fitted = str(model_card(s, FIT))
     assert "L(N) = a·N^-α + c" in fitted and "α = 0.3125" in fitted and "[0.2718, 0.3501]" in fitted
     assert "c = 1.2345 nats/token" in fitted and "This model is one of them" in fitted  # w16 is in runs_used
-    assert "This model is one of them" not in model_card(s, {**FIT, "runs_used": ["w32", "w48"]})
+    assert "This model is one of them" not in str(model_card(s, {**FIT, "runs_used": ["w32", "w48"]}))
 
 
 def test_missing_run_or_dataset_says_what_to_run(tmp_path):
@@ -125,7 +124,7 @@ def test_dataset_card_and_staged_extras_carry_the_split_figures(hub_run, tmp_pat
         assert f"| {split} | {d['pieces']:,} | {d['tokens']:,} | {d['blocks']:,} | {d['dropped_tokens']:,} |" in card
     assert "load_dataset(repo)" in card and 'repo = "me/pop909-remi"' in card and "REMI(params=" in card
     assert "None: every item was kept" in card
-    skipped = dataset_card({**hub_run.stats, "skipped_by_reason": {"duplicate": 2, "truncated": 1}})
+    skipped = str(dataset_card({**hub_run.stats, "skipped_by_reason": {"duplicate": 2, "truncated": 1}}))
     assert "| `duplicate` | 2 | same musical content" in skipped and "| `truncated` | 1 |" in skipped
 
 

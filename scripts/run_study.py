@@ -34,7 +34,8 @@ from configs.study import (
     TrainingArguments,
     parse_with_study,
 )
-from training.hub import repo_id_for_size, size_label
+from sharing.cards import size_label
+from sharing.push import repo_id_for_size
 from training.run import (
     LR_RULE_FILENAME,
     RUN_SUMMARY_FILENAME,

@@ -1,10 +1,10 @@
-"""Share a finished run or a prepared dataset on the Hugging Face Hub, with a card.
+"""Push a finished run or a prepared dataset to the Hugging Face Hub, with its card.
 
-Everything that decides *what* is pushed is local and testable offline: the cards
-(:mod:`sharing.cards`) are pure functions of ``run_summary.json`` / ``stats.json`` (and
-``fit.json``), and the ``stage_*`` helpers copy exactly the files that would be uploaded into a folder. The
-``push_*`` functions then stage into a temporary folder and upload it with
-``huggingface_hub.HfApi`` (one repository per model size, one per dataset).
+What is pushed is decided offline: :func:`model_upload` and :func:`dataset_upload` name the
+files of the local folder that go up and build the card (:mod:`sharing.cards`). The
+``push_*`` functions then upload those files straight from the folder with
+``HfApi.upload_folder(allow_patterns=...)``, nothing copied, and the card as ``README.md``
+beside them (one repository per model size, one per dataset).
 """
 
 from __future__ import annotations
@@ -12,24 +12,46 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import RepoCard
 
 from data.pipeline import MANIFEST_FILENAME, STATS_FILENAME
 from sharing.cards import DEFAULT_LICENSE, dataset_card, model_card, size_label
 from tokenizer import TOKENIZER_FILENAME
-from training.run import RUN_SUMMARY_FILENAME, read_dataset_stats
 
 logger = logging.getLogger(__name__)
 
 README_FILENAME = "README.md"
+# The file training.run writes into a finished run folder (training.run.RUN_SUMMARY_FILENAME; a test
+# keeps the two equal): named here so that sharing never imports the training package.
+RUN_SUMMARY_FILENAME = "run_summary.json"
 TRAINER_STATE_FILENAME = "trainer_state.json"
 MODEL_CONFIG_FILES = ("config.json", "generation_config.json")  # the second is optional
 SAFETENSORS_FILENAME = "model.safetensors"
 SAFETENSORS_INDEX_FILENAME = "model.safetensors.index.json"  # sharded checkpoints
+DATASET_FILES = (TOKENIZER_FILENAME, STATS_FILENAME, MANIFEST_FILENAME)  # beside the splits
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What one push sends: ``files`` of ``folder`` and ``card`` as ``README.md``.
+
+    Attributes:
+        folder: the local run or dataset folder; the files are read from there, never copied.
+        files: paths relative to ``folder``, each an exact name; passed as ``allow_patterns``
+            to ``HfApi.upload_folder``, so nothing else in ``folder`` is uploaded.
+        card: the README.md card (a ``ModelCard`` or ``DatasetCard``).
+        commit_message: message of the commit that uploads ``files``.
+    """
+
+    folder: Path
+    files: tuple[str, ...]
+    card: RepoCard
+    commit_message: str
 
 
 def repo_id_for_size(hub_model_id: str, size: str) -> str:
@@ -40,62 +62,51 @@ def repo_id_for_size(hub_model_id: str, size: str) -> str:
     return f"{hub_model_id}-{size_label(size)}"
 
 
-# --- model staging and push
+# --- what is pushed
 
 
-def _model_files(run_dir: Path) -> list[Path]:
-    """Files of a finished run that are pushed (the card aside).
+def _model_files(run_dir: Path) -> list[str]:
+    """Files of a finished run that are pushed (the card aside), relative to ``run_dir``.
 
     Raises:
         FileNotFoundError: no finished run in ``run_dir``; says what to run.
     """
     index = run_dir / SAFETENSORS_INDEX_FILENAME
     if index.is_file():
-        weights = [index, *(run_dir / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values())))]
+        weights = [index.name, *sorted(set(json.loads(index.read_text())["weight_map"].values()))]
     else:
-        weights = [run_dir / SAFETENSORS_FILENAME]
-    required = [*weights, run_dir / MODEL_CONFIG_FILES[0], run_dir / TOKENIZER_FILENAME,
-                run_dir / RUN_SUMMARY_FILENAME, run_dir / TRAINER_STATE_FILENAME]
-    missing = [p.name for p in required if not p.is_file()]
+        weights = [SAFETENSORS_FILENAME]
+    required = [*weights, MODEL_CONFIG_FILES[0], TOKENIZER_FILENAME, RUN_SUMMARY_FILENAME, TRAINER_STATE_FILENAME]
+    missing = [f for f in required if not (run_dir / f).is_file()]
     if missing:
         msg = (f"No finished run in {run_dir}: missing {', '.join(missing)}. Train it first, e.g.\n"
                f"  python scripts/train.py --size <size> --dataset <prepared dataset> --output-dir {run_dir}")
         raise FileNotFoundError(msg)
-    optional = [run_dir / f for f in MODEL_CONFIG_FILES[1:] if (run_dir / f).is_file()]
-    return required + optional
+    return required + [f for f in MODEL_CONFIG_FILES[1:] if (run_dir / f).is_file()]
 
 
-def _empty_staging_dir(staging_dir: str | Path) -> Path:
-    staging_dir = Path(staging_dir)
-    if staging_dir.exists() and any(staging_dir.iterdir()):
-        raise ValueError(f"Staging folder {staging_dir} is not empty; everything in it would be pushed. "
-                         "Choose a new folder or remove it.")
-    staging_dir.mkdir(parents=True, exist_ok=True)
-    return staging_dir
-
-
-def stage_model_folder(run_dir: str | Path, staging_dir: str | Path, fit: dict[str, Any] | None = None, *,
-                       license: str = DEFAULT_LICENSE, repo_id: str | None = None) -> Path:
-    """Copy exactly what :func:`push_model` uploads into ``staging_dir``.
+def model_upload(run_dir: str | Path, fit: dict[str, Any] | None = None, *, license: str = DEFAULT_LICENSE,
+                 repo_id: str | None = None) -> Upload:
+    """What :func:`push_model` uploads from a finished run, decided offline.
 
     That is the weights (``model.safetensors``, or its shards and index), ``config.json``
     (and ``generation_config.json`` when present), ``tokenizer.json``,
-    ``run_summary.json``, ``trainer_state.json`` and a generated ``README.md``
-    (:func:`model_card`). ``training_args.bin`` (a pickle) is left out.
+    ``run_summary.json``, ``trainer_state.json``, and the card of
+    :func:`sharing.cards.model_card` as ``README.md``. ``training_args.bin`` (a pickle) and
+    checkpoints stay home.
 
     Args:
         run_dir: ``--output-dir`` of a finished ``scripts/train.py`` run.
-        staging_dir: new or empty folder (created).
         fit: optional ``fit.json`` dictionary of ``scripts/analyze.py``.
         license: Hub license id written into the card.
         repo_id: repository named in the card's code; a placeholder when None.
 
     Returns:
-        ``staging_dir`` as a Path.
+        The :class:`Upload`: ``run_dir``, the file names, the card and the commit message.
 
     Raises:
         FileNotFoundError: ``run_dir`` holds no finished run (says what to run).
-        ValueError: the run is not finished, or ``staging_dir`` is not empty.
+        ValueError: the run's status is not ``finished``.
     """
     run_dir = Path(run_dir)
     files = _model_files(run_dir)
@@ -103,11 +114,54 @@ def stage_model_folder(run_dir: str | Path, staging_dir: str | Path, fit: dict[s
     if summary.get("status", "finished") != "finished":
         raise ValueError(f"The run in {run_dir} has status {summary['status']!r}, not 'finished'; "
                          "train it again before pushing.")
-    staging_dir = _empty_staging_dir(staging_dir)
-    for f in files:
-        shutil.copy2(f, staging_dir / f.name)
-    (staging_dir / README_FILENAME).write_text(str(model_card(summary, fit, license=license, repo_id=repo_id)))
-    return staging_dir
+    message = (f"Upload size {size_label(summary['size'])} "
+               f"(N={summary['n_params_non_embedding']:,}, D={summary['tokens_trained']:,})")
+    return Upload(run_dir, tuple(files), model_card(summary, fit, license=license, repo_id=repo_id), message)
+
+
+def _read_stats(data_dir: Path) -> dict[str, Any]:
+    """The stats.json of a prepared dataset (the one place sharing reads it: repoint it to data/'s
+    reader once there is one).
+
+    Raises:
+        FileNotFoundError: no prepared dataset there; says which command makes one.
+    """
+    if not (data_dir / "dataset_dict.json").is_file() or not (data_dir / STATS_FILENAME).is_file():
+        raise FileNotFoundError(f"No prepared dataset at {data_dir}. Run first:\n"
+                                f"  python scripts/prepare_data.py --source builtin --output {data_dir}")
+    return json.loads((data_dir / STATS_FILENAME).read_text())
+
+
+def dataset_upload(data_dir: str | Path, *, license: str = DEFAULT_LICENSE, repo_id: str | None = None) -> Upload:
+    """What :func:`push_dataset` uploads beside the splits, decided offline.
+
+    That is ``tokenizer.json``, ``stats.json``, ``manifest.jsonl`` and the card of
+    :func:`sharing.cards.dataset_card` as ``README.md``; the splits themselves go up as
+    Parquet through ``DatasetDict.push_to_hub``.
+
+    Args:
+        data_dir: ``--output`` of ``scripts/prepare_data.py``.
+        license: Hub license id; it must match the license of the source MIDI files.
+        repo_id: repository named in the card's code; a placeholder when None.
+
+    Returns:
+        The :class:`Upload`: ``data_dir``, the file names, the card and the commit message.
+
+    Raises:
+        FileNotFoundError: no prepared dataset at ``data_dir``, or one of the files is
+            missing (says what to run).
+    """
+    data_dir = Path(data_dir)
+    stats = _read_stats(data_dir)
+    missing = [f for f in DATASET_FILES if not (data_dir / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{data_dir} lacks {', '.join(missing)}; prepare it again with "
+                                f"python scripts/prepare_data.py --output {data_dir} ...")
+    return Upload(data_dir, DATASET_FILES, dataset_card(stats, license=license, repo_id=repo_id),
+                  "Upload tokenizer, stats and manifest")
+
+
+# --- the Hub
 
 
 def _hf_api(api: Any, token: str | None) -> Any:
@@ -116,11 +170,6 @@ def _hf_api(api: Any, token: str | None) -> Any:
     from huggingface_hub import HfApi
 
     return HfApi(token=token)
-
-
-def _log_upload(folder: Path, repo_id: str) -> None:
-    files = ", ".join(f"{f.name} ({f.stat().st_size:,} B)" for f in sorted(folder.iterdir()))
-    logger.info("uploading to %s: %s", repo_id, files)
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -173,10 +222,28 @@ def hub_errors(repo_id: str, local: str | Path) -> Iterator[None]:
                               f"or proxy (HTTPS_PROXY). {after}") from err
 
 
+def _upload(api: Any, upload: Upload, repo_id: str, card_message: str, **where: Any) -> Any:
+    """Upload ``upload.files`` from its folder (one commit), then the card (a second one, so a
+    failed file upload never leaves a card describing files that are not there).
+
+    Returns:
+        The ``CommitInfo`` of the card's commit, the last one.
+    """
+    sizes = ", ".join(f"{f} ({(upload.folder / f).stat().st_size:,} B)" for f in upload.files)
+    logger.info("uploading to %s: %s, %s (%s B)", repo_id, sizes, README_FILENAME, f"{len(str(upload.card)):,}")
+    api.upload_folder(repo_id=repo_id, folder_path=str(upload.folder), allow_patterns=list(upload.files),
+                      commit_message=upload.commit_message, **where)
+    return api.upload_file(path_or_fileobj=str(upload.card).encode(), path_in_repo=README_FILENAME,
+                           repo_id=repo_id, commit_message=card_message, **where)
+
+
 def push_model(run_dir: str | Path, repo_id: str, *, fit: dict[str, Any] | None = None, private: bool = False,
                token: str | None = None, revision: str | None = None, license: str = DEFAULT_LICENSE,
                api: Any = None) -> str:
     """Push a finished run to a model repository on the Hub (created if missing).
+
+    The files of :func:`model_upload` go up from ``run_dir`` in one commit, then the card
+    as ``README.md`` in a second.
 
     Args:
         run_dir: ``--output-dir`` of a finished ``scripts/train.py`` run.
@@ -190,70 +257,31 @@ def push_model(run_dir: str | Path, repo_id: str, *, fit: dict[str, Any] | None 
         api: a ``huggingface_hub.HfApi`` (or a stand-in for tests); ``None`` makes one.
 
     Returns:
-        URL of the upload commit.
+        URL of the last commit (the card).
 
     Raises:
-        FileNotFoundError / ValueError: see :func:`stage_model_folder`; a malformed repo_id.
+        FileNotFoundError / ValueError: see :func:`model_upload`; a malformed repo_id.
         ConnectionError / PermissionError: the Hub cannot be reached or refuses the token
             (:func:`hub_errors`); the run folder is untouched.
     """
     _check_repo_id(repo_id)
+    upload = model_upload(run_dir, fit, license=license, repo_id=repo_id)
     api = _hf_api(api, token)
-    with tempfile.TemporaryDirectory(prefix="hub_model_") as tmp:
-        staged = stage_model_folder(run_dir, tmp, fit, license=license, repo_id=repo_id)
-        summary = json.loads((staged / RUN_SUMMARY_FILENAME).read_text())
-        _log_upload(staged, repo_id)
-        with hub_errors(repo_id, run_dir):
-            api.create_repo(repo_id, exist_ok=True, private=private)
-            if revision is not None:
-                api.create_branch(repo_id, branch=revision, exist_ok=True)
-            info = api.upload_folder(
-                repo_id=repo_id, folder_path=str(staged), revision=revision,
-                commit_message=f"Upload size {size_label(summary['size'])} "
-                               f"(N={summary['n_params_non_embedding']:,}, D={summary['tokens_trained']:,})")
+    with hub_errors(repo_id, run_dir):
+        api.create_repo(repo_id, exist_ok=True, private=private)
+        if revision is not None:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = _upload(api, upload, repo_id, "Upload model card", revision=revision)
     return info.commit_url
-
-
-# --- dataset card, staging and push
-
-
-def stage_dataset_extras(data_dir: str | Path, staging_dir: str | Path, *, license: str = DEFAULT_LICENSE,
-                         repo_id: str | None = None) -> Path:
-    """Copy what :func:`push_dataset` uploads beside the splits into ``staging_dir``.
-
-    That is ``tokenizer.json``, ``stats.json``, ``manifest.jsonl`` and a generated
-    ``README.md`` (:func:`dataset_card`); the splits themselves go up as Parquet through
-    ``DatasetDict.push_to_hub``. ``license`` and ``repo_id`` go into the card
-    (see :func:`dataset_card`).
-
-    Returns:
-        ``staging_dir`` as a Path.
-
-    Raises:
-        FileNotFoundError: no prepared dataset at ``data_dir`` (says what to run).
-        ValueError: ``staging_dir`` is not empty.
-    """
-    data_dir = Path(data_dir)
-    stats = read_dataset_stats(data_dir)
-    files = [data_dir / f for f in (TOKENIZER_FILENAME, STATS_FILENAME, MANIFEST_FILENAME)]
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"{data_dir} lacks {', '.join(missing)}; prepare it again with "
-                                f"python scripts/prepare_data.py --output {data_dir} ...")
-    staging_dir = _empty_staging_dir(staging_dir)
-    for f in files:
-        shutil.copy2(f, staging_dir / f.name)
-    (staging_dir / README_FILENAME).write_text(str(dataset_card(stats, license=license, repo_id=repo_id)))
-    return staging_dir
 
 
 def push_dataset(data_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None,
                  license: str = DEFAULT_LICENSE, api: Any = None) -> str:
     """Push a prepared dataset to a dataset repository on the Hub (created if missing).
 
-    The card and files of :func:`stage_dataset_extras` are uploaded first, then the
-    splits with ``DatasetDict.push_to_hub`` (Parquet), which adds its metadata to the
-    card already there instead of replacing it.
+    The files and card of :func:`dataset_upload` are uploaded first, then the splits
+    with ``DatasetDict.push_to_hub`` (Parquet), which adds its metadata to the card
+    already there instead of replacing it.
 
     Args:
         data_dir: ``--output`` of ``scripts/prepare_data.py``.
@@ -274,15 +302,11 @@ def push_dataset(data_dir: str | Path, repo_id: str, *, private: bool = False, t
     from datasets import load_from_disk
 
     _check_repo_id(repo_id)
-    read_dataset_stats(data_dir)  # fails before any upload when there is no dataset
+    upload = dataset_upload(data_dir, license=license, repo_id=repo_id)  # fails before any upload
     api = _hf_api(api, token)
     with hub_errors(repo_id, data_dir):
         api.create_repo(repo_id, repo_type="dataset", exist_ok=True, private=private)
-        with tempfile.TemporaryDirectory(prefix="hub_dataset_") as tmp:
-            staged = stage_dataset_extras(data_dir, tmp, license=license, repo_id=repo_id)
-            _log_upload(staged, repo_id)
-            api.upload_folder(repo_id=repo_id, folder_path=str(staged), repo_type="dataset",
-                              commit_message="Upload dataset card, tokenizer, stats and manifest")
+        _upload(api, upload, repo_id, "Upload dataset card", repo_type="dataset")
         logger.info("uploading to %s: the train/validation/test splits as Parquet", repo_id)
         info = load_from_disk(str(data_dir)).push_to_hub(repo_id, private=private, token=token,
                                                          commit_message="Upload packed splits")

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from configs.naming import RUN_SUMMARY_FILENAME as SUMMARY_FILE
+from configs.naming import TRAINER_STATE_FILENAME as STATE_FILE
 from configs.naming import size_name
 
 logger = logging.getLogger(__name__)
 
-SUMMARY_FILE = "run_summary.json"
 RESULTS_FILE = "results.json"  # scripts/run_study.py's list of {size, run_dir, status, error, ...}
-STATE_FILE = "trainer_state.json"
 RUN_COLUMNS = [
     "run_name", "size", "N", "N_total", "N_flops", "D", "C", "train_loss", "eval_loss", "test_loss",
     "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",

@@ -1,4 +1,5 @@
-"""Names of sizes and runs: the one place they are made (folders, W&B, summaries, samples, tables).
+"""Names of sizes, runs and a run folder's record files: the one place they are made (folders, W&B,
+summaries, samples, tables, Hub repositories).
 
 Imports nothing but the standard library, so analysis and sharing use it without torch.
 """
@@ -6,6 +7,9 @@ Imports nothing but the standard library, so analysis and sharing use it without
 from __future__ import annotations
 
 from pathlib import Path
+
+RUN_SUMMARY_FILENAME = "run_summary.json"  # a finished run's record (training.run writes it last)
+TRAINER_STATE_FILENAME = "trainer_state.json"  # the Trainer's log history
 
 
 def size_name(size: str) -> str:

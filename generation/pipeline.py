@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from common.io import write_bytes_atomic, write_json_atomic
-from configs.naming import size_name
+from configs.naming import RUN_SUMMARY_FILENAME, size_name
 from generation.pianoroll import pianoroll_figure
 from generation.quality import describe_and_compare
 from generation.reference import reference_pieces
@@ -104,7 +104,7 @@ class GenerationArguments:
 
 def run_dataset(run_dir: str | Path) -> str | None:
     """The dataset a run was trained on (from its run_summary.json), or None if unknown or gone."""
-    summary = Path(run_dir) / "run_summary.json"
+    summary = Path(run_dir) / RUN_SUMMARY_FILENAME
     if not summary.is_file():
         return None
     dataset = json.loads(summary.read_text()).get("config", {}).get("run", {}).get("dataset")
@@ -259,7 +259,7 @@ def sample_study(study_dir: str | Path, sizes: list[str], *, count: int, seed: i
     status = {}
     for size in sizes:
         run_dir = Path(study_dir) / size_name(size)
-        if not (run_dir / "run_summary.json").is_file():
+        if not (run_dir / RUN_SUMMARY_FILENAME).is_file():
             status[size] = "no run"
             continue
         args = GenerationArguments(model=str(run_dir), num_samples=count, seed=seed, dataset=dataset,

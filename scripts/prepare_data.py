@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                      indent=2))
     print(f"Dataset written to {args.output}")
     if args.push_to_hub:
-        from training.hub import push_dataset
+        from sharing.push import push_dataset
 
         print(f"Pushed to {push_dataset(args.output, args.push_to_hub)}")
     return 0

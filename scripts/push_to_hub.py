@@ -18,16 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 
 from configs.cli import run_main
-from training.hub import (
-    DEFAULT_LICENSE,
-    push_dataset,
-    push_model,
-    stage_dataset_extras,
-    stage_model_folder,
-)
+from sharing.cards import DEFAULT_LICENSE
+from sharing.push import README_FILENAME, Upload, dataset_upload, model_upload, push_dataset, push_model
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,9 +65,18 @@ def load_fit(path: Path) -> dict:
     return json.loads(file.read_text())
 
 
-def _list(folder: Path) -> None:
-    for f in sorted(folder.iterdir()):
-        print(f"  {f.name} ({f.stat().st_size:,} bytes)")
+def write_upload(upload: Upload, folder: Path) -> None:
+    """Copy the files of ``upload`` and write its card into ``folder``: what the push would send.
+
+    Raises:
+        ValueError: ``folder`` exists and is not empty.
+    """
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"--stage-only folder {folder} is not empty; choose a new folder or remove it.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in upload.files:
+        shutil.copy2(upload.folder / name, folder / name)
+    upload.card.save(folder / README_FILENAME)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.stage_only:
         if args.run:
-            staged = stage_model_folder(args.run, args.stage_only, fit, license=args.license, repo_id=args.repo_id)
+            upload = model_upload(args.run, fit, license=args.license, repo_id=args.repo_id)
         else:
-            staged = stage_dataset_extras(args.dataset, args.stage_only, license=args.license, repo_id=args.repo_id)
-        print(f"staged {staged} (nothing pushed):")
-        _list(staged)
+            upload = dataset_upload(args.dataset, license=args.license, repo_id=args.repo_id)
+        write_upload(upload, args.stage_only)
+        print(f"staged {args.stage_only} (nothing pushed):")
+        for f in sorted(args.stage_only.iterdir()):
+            print(f"  {f.name} ({f.stat().st_size:,} bytes)")
         if args.dataset:
             print("  + the train/validation/test splits, converted to Parquet by DatasetDict.push_to_hub")
         return 0

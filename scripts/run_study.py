@@ -36,7 +36,7 @@ from configs.study import (
     parse_with_study,
 )
 from data.prepared import read_prepared_dataset
-from training.hub import repo_id_for_size, size_label
+from sharing.push import repo_id_for_size
 from training.run import (
     LR_RULE_FILENAME,
     RUN_SUMMARY_FILENAME,
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                                    lr_rule=chosen.lr_rule, **changes)
 
     todo = [lr_of[s] for s in lr_of if lr_of[s].lr_source != "swept"]
-    repeated = [s for s in lr_of if not study.repeat_sizes or size_name(s) in map(size_label, study.repeat_sizes)]
+    repeated = [s for s in lr_of if not study.repeat_sizes or size_name(s) in map(size_name, study.repeat_sizes)]
     todo += [at_rate(lr_of[s], seed=seed, run_name=run_name(
                  s, learning_rate=lr_of[s].learning_rate if lr_of[s].lr_source == "swept" else None, seed=seed))
              for seed in study.repeat_seeds for s in repeated]

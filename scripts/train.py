@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("size", "n_params_non_embedding", "tokens_trained", "eval_loss", "test_loss", "tokens_per_second")
         print(json.dumps({k: summary[k] for k in keys}, indent=2))
     if summary and training_args.push_to_hub:
-        from training.hub import push_model
+        from sharing.push import push_model
 
         try:
             url = push_model(training_args.output_dir, training_args.hub_model_id,

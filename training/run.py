@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, Trainin
 from analysis.lr_sweep import RULE_FORMULA, LrRule
 from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
+from configs.naming import RUN_SUMMARY_FILENAME
 from configs.study import BatchLayout, StudyArguments, compute_batch_layout
 from data.prepared import PreparedDataset, read_prepared_dataset
 from tokenizer import save_tokenizer
@@ -36,7 +37,6 @@ from training.efficiency import device_peak_flops, flops_per_token, mfu
 from training.tracking import git_commit, start_wandb_run, wandb_mode
 
 logger = logging.getLogger(__name__)
-RUN_SUMMARY_FILENAME = "run_summary.json"
 LR_RULE_FILENAME = "lr_rule.json"  # written by scripts/run_study.py after a learning-rate sweep
 
 

@@ -40,7 +40,8 @@ def bare_loop_tokens_per_second(size: str, dataset: str, study_yaml: str, steps:
     from configs.models import build_model_config
     from configs.study import StudyArguments, TrainingArguments, parse_with_study
     from data.prepared import read_prepared_dataset
-    from training.run import RunArguments, check_plan, collate_blocks
+    from training.batch import check_plan
+    from training.run import RunArguments, collate_blocks
 
     _, study, args = parse_with_study(
         (RunArguments, StudyArguments, TrainingArguments),

@@ -1,4 +1,7 @@
-"""Study hyperparameters: one YAML file shared by every size, and the batch arithmetic."""
+"""Study hyperparameters: one YAML file shared by every size, parsed with the command-line flags.
+
+The batch arithmetic they imply lives in `training.batch`.
+"""
 
 from __future__ import annotations
 
@@ -117,66 +120,6 @@ class StudyArguments:
                              f"{self.sample_count} and {self.sample_max_new_tokens}.")
 
 
-@dataclass(frozen=True)
-class BatchLayout:
-    """How a global token batch is laid out on the hardware.
-
-    ``tokens_per_step = per_device_batch_size * gradient_accumulation_steps * world_size
-    * block_size``.
-    """
-
-    per_device_batch_size: int
-    gradient_accumulation_steps: int
-    world_size: int
-    block_size: int
-
-    @property
-    def sequences_per_step(self) -> int:
-        return self.per_device_batch_size * self.gradient_accumulation_steps * self.world_size
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.sequences_per_step * self.block_size
-
-
-def compute_batch_layout(global_batch_tokens: int, block_size: int, world_size: int,
-                         max_device_batch_size: int) -> BatchLayout:
-    """Derive micro-batch and accumulation from the global batch in tokens.
-
-    ``S = global_batch_tokens / block_size`` sequences per step are split over
-    ``world_size`` devices; the fewest accumulation steps ``g`` with
-    ``S % (world_size * g) == 0`` and ``S / (world_size * g) <= max_device_batch_size``
-    are chosen (largest micro-batch that fits).
-
-    Args:
-        global_batch_tokens: requested tokens per optimizer step.
-        block_size: tokens per sequence.
-        world_size: number of processes (devices).
-        max_device_batch_size: memory cap on sequences per device per forward pass.
-
-    Returns:
-        The layout; its ``tokens_per_step`` equals ``global_batch_tokens``.
-
-    Raises:
-        ValueError: ``global_batch_tokens`` is not a multiple of ``block_size``, or the
-            sequences per step cannot be shared evenly by ``world_size`` devices.
-    """
-    if global_batch_tokens % block_size:
-        msg = (f"global_batch_tokens {global_batch_tokens} is not a multiple of block_size {block_size}; "
-               f"use e.g. {max(1, round(global_batch_tokens / block_size)) * block_size}.")
-        raise ValueError(msg)
-    sequences = global_batch_tokens // block_size
-    if sequences % world_size:
-        msg = (f"{sequences} sequences per step cannot be split evenly over {world_size} processes; "
-               f"choose global_batch_tokens as a multiple of {world_size * block_size}.")
-        raise ValueError(msg)
-    per_rank = sequences // world_size
-    for accumulation in range(1, per_rank + 1):
-        if per_rank % accumulation == 0 and per_rank // accumulation <= max_device_batch_size:
-            return BatchLayout(per_rank // accumulation, accumulation, world_size, block_size)
-    raise AssertionError("unreachable: accumulation == per_rank always fits")
-
-
 def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> dict[str, Any]:
     """Read a study YAML and check every key names a field of ``dataclass_types``.
 
@@ -228,5 +171,5 @@ def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
     return parse_strict(parser, argv)
 
 
-__all__ = ["BatchLayout", "DEFAULT_STUDY", "DEMO_STUDY", "StudyArguments", "TrainingArguments",
-           "compute_batch_layout", "load_study_defaults", "parse_with_study"]
+__all__ = ["DEFAULT_STUDY", "DEMO_STUDY", "StudyArguments", "TrainingArguments", "load_study_defaults",
+           "parse_with_study"]

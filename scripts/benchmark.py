@@ -108,7 +108,8 @@ def bench_train(args: argparse.Namespace, work: Path) -> dict:
     from configs.models import build_model_config, count_parameters
     from configs.study import StudyArguments, TrainingArguments, parse_with_study
     from data.prepared import read_prepared_dataset
-    from training.run import RunArguments, check_plan
+    from training.batch import check_plan
+    from training.run import RunArguments
 
     dataset = read_prepared_dataset(args.dataset)
     _, study, _ = parse_with_study((RunArguments, StudyArguments, TrainingArguments),

@@ -17,10 +17,10 @@ from configs.study import (
     DEMO_STUDY,
     StudyArguments,
     TrainingArguments,
-    compute_batch_layout,
     load_study_defaults,
     parse_with_study,
 )
+from training.batch import compute_batch_layout
 from training.run import RunArguments
 
 VOCAB, BLOCK = 518, 256

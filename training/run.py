@@ -30,9 +30,10 @@ from analysis.lr_sweep import RULE_FORMULA, LrRule
 from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
 from configs.naming import RUN_SUMMARY_FILENAME
-from configs.study import BatchLayout, StudyArguments, compute_batch_layout
-from data.prepared import PreparedDataset, read_prepared_dataset
+from configs.study import StudyArguments
+from data.prepared import read_prepared_dataset
 from tokenizer import save_tokenizer
+from training.batch import check_plan
 from training.efficiency import device_peak_flops, flops_per_token, mfu
 from training.tracking import git_commit, start_wandb_run, wandb_mode
 
@@ -151,42 +152,6 @@ class StudyTrainer(Trainer):
         if torch.cuda.is_available():
             logs["gpu_max_memory_allocated_gb"] = torch.cuda.max_memory_allocated() / 2**30
         super().log(logs, *args, **kwargs)
-
-
-def plan_steps(num_train_blocks: int, layout: BatchLayout, max_tokens: int) -> int:
-    """Optimizer steps for a token budget (or one epoch), never repeating data.
-
-    Raises:
-        ValueError: the budget exceeds one epoch, or the epoch is shorter than one step.
-    """
-    epoch_steps = num_train_blocks // layout.sequences_per_step
-    if epoch_steps < 1:
-        raise ValueError(f"The train split has {num_train_blocks} blocks, fewer than one step of "
-                         f"{layout.sequences_per_step}; lower global_batch_tokens or use more data.")
-    if not max_tokens:
-        return epoch_steps
-    steps = max_tokens // layout.tokens_per_step
-    if steps > epoch_steps:
-        raise ValueError(f"max_tokens {max_tokens} exceeds one epoch of the train split "
-                         f"({epoch_steps * layout.tokens_per_step} tokens in whole steps); lower it, "
-                         "add data, or prepare with --augment-transpose.")
-    if steps < 1:
-        raise ValueError(f"max_tokens {max_tokens} is less than one step of {layout.tokens_per_step} tokens.")
-    return steps
-
-
-def check_plan(dataset: PreparedDataset, study: StudyArguments, world_size: int = 1) -> tuple[BatchLayout, int]:
-    """Check a study against a prepared dataset (`data.prepared.read_prepared_dataset`).
-
-    Returns:
-        ``(layout, steps)`` for ``world_size`` processes.
-
-    Raises:
-        ValueError: batch or budget do not fit.
-    """
-    layout = compute_batch_layout(study.global_batch_tokens, dataset.block_size, world_size,
-                                  study.max_device_batch_size)
-    return layout, plan_steps(dataset.blocks["train"], layout, study.max_tokens)
 
 
 CHECKPOINT_PREFIX = "checkpoint-"

@@ -95,15 +95,16 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
     row["note"] = str(summary.get("note") or "")  # set by sources that know why a run is unusable
     config = summary.get("config") if isinstance(summary.get("config"), dict) else {}
     row["N_flops"] = row["flops_per_token"] / 6.0  # C = 6 N D with the head's and attention's FLOPs counted
-    study = config.get("study") or {}
-    row["compute_budget"] = _number(study.get("compute_budget"))
-    row["budget_role"] = study.get("budget_role") or ""  # "" for runs made before budgets had roles
+    # a run's place in its study: top-level keys (and config.run) now, config.study in runs made before
+    place = {**(config.get("study") or {}), **(config.get("run") or {}), **summary}
+    row["compute_budget"] = _number(place.get("compute_budget"))
+    row["budget_role"] = place.get("budget_role") or ""  # "" for runs made before budgets had roles
     training = config.get("training") or {}
     # top-level keys since learning rates were swept; the Trainer's own config before (and on W&B)
     row["learning_rate"] = _number(summary.get("learning_rate", training.get("learning_rate",
                                                                             config.get("learning_rate"))))
     row["seed"] = _number(summary.get("seed", training.get("seed", config.get("seed"))))
-    row["lr_source"] = str(summary.get("lr_source") or study.get("lr_source") or "")
+    row["lr_source"] = str(place.get("lr_source") or "")
     splits = ((config.get("dataset") or {}).get("stats") or {}).get("splits") or {}
     for split, column in (("validation", "tokens_per_note_validation"), ("test", "tokens_per_note_test")):
         # every predicted token of the packed split per note, BOS/EOS included: block_size - 1 per

@@ -55,12 +55,6 @@ class StudyArguments:
     isoflop_budgets: list[float] = field(default_factory=list, metadata={
         "help": "IsoFLOP budgets C (FLOPs): scripts/run_study.py trains every size on D = C / 6N tokens "
                 "(folders <size>-C<C>), leaving out sizes under 20 steps or over one epoch."})
-    budget_role: str = field(default="main", metadata={
-        "help": "Which budget of its study this run trains on: 'main' (max_tokens), 'grid' (token_budgets) or "
-                "'isoflop' (isoflop_budgets); set by scripts/run_study.py. L(N) is fitted on the main runs.",
-        "choices": ["main", "grid", "isoflop"]})
-    compute_budget: float = field(default=0.0, metadata={
-        "help": "The IsoFLOP budget this run belongs to (set by scripts/run_study.py; recorded for the analysis)."})
     # Learning rate per size (read by scripts/run_study.py; Porian et al. 2024, sec. 4)
     lr_sweep_factors: list[float] = field(default_factory=list, metadata={
         "help": "Sweep the learning rate: each swept size trains at its centre rate times each factor (log-spaced, "
@@ -78,14 +72,6 @@ class StudyArguments:
                 "is repeated with each, so the analysis can measure the run-to-run noise."})
     repeat_sizes: list[str] = field(default_factory=list, metadata={
         "help": "Sizes repeated with repeat_seeds (empty: every size)."})
-    lr_rule: str = field(default="", metadata={
-        "help": "A learning-rate rule file (lr_rule.json of a study with a sweep): this run's learning rate is the "
-                "rule's at its N. scripts/train.py uses <output-dir>/../lr_rule.json by itself when there is one "
-                "and --learning_rate is not given."})
-    lr_source: str = field(default="fixed", metadata={
-        "help": "Where this run's learning rate came from: 'fixed' (learning_rate), 'swept' (one point of a sweep) "
-                "or 'rule' (lr_rule); set by scripts/run_study.py and scripts/train.py, recorded for the analysis.",
-        "choices": ["fixed", "swept", "rule"]})
     # Read by scripts/run_study.py once every size has trained (scripts/generate.py has the same options).
     sample_count: int = field(default=0, metadata={
         "help": "Pieces scripts/run_study.py samples from each finished size (0: none), with piano rolls "

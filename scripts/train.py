@@ -38,14 +38,14 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError("--push-to-hub needs --hub-model-id USER/NAME (the Hub repository to create or update).")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lr_given = any(a.split("=")[0] in ("--learning_rate", "--learning-rate") for a in argv)
-    if study.lr_rule and lr_given:
+    if run.lr_rule and lr_given:
         raise ValueError("--lr_rule and --learning_rate contradict each other: the rule sets the learning rate; "
                          "give one.")
     study_rule = Path(training_args.output_dir).parent / LR_RULE_FILENAME
-    if not study.lr_rule and not lr_given and study_rule.is_file() and json.loads(study_rule.read_text()).get("rule"):
+    if not run.lr_rule and not lr_given and study_rule.is_file() and json.loads(study_rule.read_text()).get("rule"):
         # a new size in a study whose sweep fitted lr*(N) trains at the rule's rate, as the study's sizes did
         print(f"Learning rate from the study's rule {study_rule} (give --learning_rate to override)")
-        study = dataclasses.replace(study, lr_rule=str(study_rule))
+        run = dataclasses.replace(run, lr_rule=str(study_rule))
     summary = train_size(run, study, training_args)
     if summary:
         keys = ("size", "n_params_non_embedding", "tokens_trained", "eval_loss", "test_loss", "tokens_per_second")

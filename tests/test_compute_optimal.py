@@ -41,6 +41,9 @@ def write_run(root: Path, name: str, size: str, d: float, compute_budget: float 
                        "validation": {"notes": 1000, "packed_tokens": 2560, "blocks": 10},
                        "test": {"notes": 2000, "packed_tokens": 6400, "blocks": 25}}}}},
     }
+    if role == "isoflop":  # as training.run writes them now; the others as runs made before budget_role moved
+        summary.update(budget_role=role, compute_budget=compute_budget)
+        summary["config"]["study"] = {}
     (folder / "run_summary.json").write_text(json.dumps(summary))
     history = [{"step": s, "eval_loss": loss + 0.5 / s, "num_input_tokens_seen": d * s / 4} for s in (1, 2, 3, 4)]
     (folder / "trainer_state.json").write_text(json.dumps({"log_history": history}))

@@ -43,7 +43,9 @@ LR_RULE_FILENAME = "lr_rule.json"  # written by scripts/run_study.py after a lea
 
 @dataclass
 class RunArguments:
-    """What to train: one size on one prepared dataset."""
+    """What to train: one size on one prepared dataset, and its place in the study (budget role,
+    IsoFLOP budget, where its learning rate comes from). The settings shared by every run are
+    `configs.study.StudyArguments`."""
 
     size: str = field(metadata={"help": "Model size: a name in configs/sizes/ (tiny, small, medium, large, xl, "
                                         "demo1..demo5) or a YAML path."})
@@ -56,6 +58,21 @@ class RunArguments:
                 "from its last complete checkpoint when there is one, and starts fresh otherwise)."})
     restart: bool = field(default=False, metadata={
         "help": "Start over: delete the checkpoints and any finished run in --output-dir first."})
+    # Where this run sits in its study (set by scripts/run_study.py, recorded for the analysis)
+    budget_role: str = field(default="main", metadata={
+        "help": "Which budget of its study this run trains on: 'main' (max_tokens), 'grid' (token_budgets) or "
+                "'isoflop' (isoflop_budgets); set by scripts/run_study.py. L(N) is fitted on the main runs.",
+        "choices": ["main", "grid", "isoflop"]})
+    compute_budget: float = field(default=0.0, metadata={
+        "help": "The IsoFLOP budget this run belongs to (set by scripts/run_study.py; recorded for the analysis)."})
+    lr_rule: str = field(default="", metadata={
+        "help": "A learning-rate rule file (lr_rule.json of a study with a sweep): this run's learning rate is the "
+                "rule's at its N. scripts/train.py uses <output-dir>/../lr_rule.json by itself when there is one "
+                "and --learning_rate is not given."})
+    lr_source: str = field(default="fixed", metadata={
+        "help": "Where this run's learning rate came from: 'fixed' (learning_rate), 'swept' (one point of a sweep) "
+                "or 'rule' (lr_rule); set by scripts/run_study.py and scripts/train.py, recorded for the analysis.",
+        "choices": ["fixed", "swept", "rule"]})
 
 
 def read_lr_rule(path: str | Path) -> LrRule:
@@ -405,13 +422,13 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     counts = count_parameters(config)
     rule = None
-    if study.lr_rule:  # the study's rule lr*(N) sets this size's learning rate
-        rule = read_lr_rule(study.lr_rule)
+    if run.lr_rule:  # the study's rule lr*(N) sets this size's learning rate
+        rule = read_lr_rule(run.lr_rule)
         training_args = dataclasses.replace(training_args,
                                             learning_rate=rule.predict(counts["n_params_non_embedding"]))
-        study = dataclasses.replace(study, lr_source="rule")
+        run = dataclasses.replace(run, lr_source="rule")
         logger.info("learning rate %.4g from the rule %s at N = %d (%s)", training_args.learning_rate,
-                    RULE_FORMULA, counts["n_params_non_embedding"], study.lr_rule)
+                    RULE_FORMULA, counts["n_params_non_embedding"], run.lr_rule)
     assert counts["n_params"] == model.num_parameters(), "closed-form count disagrees with the model"
     assert counts["n_params_non_embedding"] == model.num_parameters(exclude_embeddings=True)
 
@@ -439,7 +456,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
             **provenance, "dataset": {"path": str(run.dataset), "stats": _wandb_stats(stats)},
             "tokenizer": {"tokenization": stats.get("tokenization"), "vocab_size": stats.get("vocab_size"),
                           "bpe_vocab_size": stats.get("bpe_vocab_size"), "params": stats.get("tokenizer_params")},
-            "study": dataclasses.asdict(study)})
+            "run": dataclasses.asdict(run), "study": dataclasses.asdict(study)})
 
     def capped(split: str):
         d = datasets[split]
@@ -508,8 +525,9 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                 # is this session's throughput
                 "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
                 "tokens_per_second": tokens_per_second,
-                "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": study.lr_source,
+                "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": run.lr_source,
                 **({"lr_rule": rule.to_dict()} if rule is not None else {}),
+                "budget_role": run.budget_role, "compute_budget": run.compute_budget,
                 "flops_per_token": fpt, "device_name": device_name,
                 "peak_flops_per_device": peak,
                 "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,

@@ -12,7 +12,6 @@ form of Bi et al. 2024, DeepSeek LLM, eq. 1, and Porian et al. 2024, sec. 4). Pu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.intervals import linear_fit_interval, linear_prediction_interval
+from analysis.shared import json_float
 
 RULE_FORMULA = "lr*(N) = k * N**(-gamma)"
 # Two learning rates closer than this ratio count as the same grid point (float noise in YAML and JSON).
@@ -209,10 +209,8 @@ class LrRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; `LrRule.from_dict` reads it back."""
-        def clean(x: float) -> float | None:
-            return float(x) if math.isfinite(x) else None
         return {"formula": RULE_FORMULA, "k": self.k, "gamma": self.gamma,
-                "gamma_ci": [clean(v) for v in self.gamma_ci], "confidence": self.confidence,
+                "gamma_ci": [json_float(v) for v in self.gamma_ci], "confidence": self.confidence,
                 "sizes": list(self.sizes), "N": list(self.n), "lr_star": list(self.lr_star),
                 "n_convention": self.n_convention, "excluded": list(self.excluded)}
 

@@ -14,8 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
-from analysis.fit import IsoFlopFit, PowerLawFit
+from analysis.isoflop import IsoFlopFit
 from analysis.lr_sweep import LrRule, SizeSweep
+from analysis.power_law import PowerLawFit
 from analysis.prediction_check import HoldoutCheck
 
 N_LABELS = {

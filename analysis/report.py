@@ -40,6 +40,7 @@ from analysis.power_law import (
 )
 from analysis.prediction_check import HoldoutCheck, holdout_largest_size
 from analysis.samples import PIANOROLL_FIGURE_FILE, load_sample_quality, pianoroll_comparison, samples_section
+from analysis.shared import json_safe
 
 METRICS = ("eval_loss", "test_loss")
 N_CONVENTIONS = CONVENTION_COLUMNS  # convention -> N column, shared with analysis.compute_optimal
@@ -71,13 +72,6 @@ _TABLE_COLUMNS = [
     ("tokens_per_second", "tokens/s", "{:,.0f}"),
     ("wall_clock_s", "wall clock (s)", "{:,.1f}"),
 ]
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe scalar: numpy scalars to Python, nan to None."""
-    if hasattr(value, "item"):
-        value = value.item()
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def split_runs(runs: pd.DataFrame, metric: str, n_column: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -125,7 +119,7 @@ def summary_table(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """
     rows = []
     for _, run in runs.iterrows():
-        row = {col: _clean(run[col]) for col, _, _ in _TABLE_COLUMNS}
+        row = {col: json_safe(run[col]) for col, _, _ in _TABLE_COLUMNS}
         for col in ("N", "N_total", "D"):
             if row[col] is not None:
                 row[col] = int(row[col])

@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
-from analysis.intervals import percentile_interval, percentile_intervals
+from analysis.intervals import Interval, percentile_interval, percentile_intervals
 from analysis.shared import check_bootstrap, check_positive, json_float, positive_array, positive_vectors
 
 CHINCHILLA_FORMULA = "L(N, D) = E + A / N**alpha + B / D**beta"
@@ -77,13 +77,13 @@ class ChinchillaFit:
     beta: float
     a: float
     b: float
-    E_ci: tuple[float, float]
-    A_ci: tuple[float, float]
-    B_ci: tuple[float, float]
-    alpha_ci: tuple[float, float]
-    beta_ci: tuple[float, float]
-    a_ci: tuple[float, float]
-    b_ci: tuple[float, float]
+    E_ci: Interval
+    A_ci: Interval
+    B_ci: Interval
+    alpha_ci: Interval
+    beta_ci: Interval
+    a_ci: Interval
+    b_ci: Interval
     delta: float
     objective: float
     rmse_log: float

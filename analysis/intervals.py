@@ -32,6 +32,10 @@ from scipy.optimize import brentq
 
 from analysis.shared import check_confidence
 
+# A two-sided interval ``(low, high)`` in the units of its quantity: the type of every ``*_ci``
+# field of the fit results and of what the interval functions here return.
+Interval = tuple[float, float]
+
 # The bracket search doubles its step from this fraction of the search range (or of the
 # estimate's magnitude) until the profile crosses the threshold or the limit is reached.
 _FIRST_STEP = 0.02
@@ -62,7 +66,7 @@ def profile_threshold(rss_min: float, dof: int, confidence: float) -> float:
 
 
 def profile_interval(profile_rss: Callable[[float], float], estimate: float, rss_min: float, threshold: float, *,
-                     lower: float, upper: float, scale: float | None = None) -> tuple[float, float]:
+                     lower: float, upper: float, scale: float | None = None) -> Interval:
     """Both ends of ``{v : profile_rss(v) - rss_min <= threshold}`` around ``estimate``.
 
     Each side is searched outwards from the estimate with a doubling step until the profile
@@ -137,7 +141,7 @@ def linear_fit_interval(x: np.ndarray, y: np.ndarray, confidence: float) -> dict
     return out
 
 
-def linear_prediction_interval(fit: dict[str, float], x_new: float, confidence: float) -> tuple[float, float]:
+def linear_prediction_interval(fit: dict[str, float], x_new: float, confidence: float) -> Interval:
     """Interval for a new observation at ``x_new`` of a `linear_fit_interval` fit.
 
     ``y_hat ± t(dof) * s * sqrt(1 + 1/k + (x_new - x_mean)**2 / sxx)`` (any regression
@@ -170,7 +174,7 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[np.ndarr
     return low, high
 
 
-def percentile_intervals(samples: np.ndarray, confidence: float) -> list[tuple[float, float]]:
+def percentile_intervals(samples: np.ndarray, confidence: float) -> list[Interval]:
     """`percentile_interval` of each column of ``samples``, as ``(low, high)`` floats.
 
     Args:
@@ -186,5 +190,5 @@ def percentile_intervals(samples: np.ndarray, confidence: float) -> list[tuple[f
     return [(float(lo), float(hi)) for lo, hi in zip(*percentile_interval(samples, confidence), strict=True)]
 
 
-__all__ = ["linear_fit_interval", "linear_prediction_interval", "percentile_interval", "percentile_intervals",
-           "profile_interval", "profile_threshold", "t_quantile"]
+__all__ = ["Interval", "linear_fit_interval", "linear_prediction_interval", "percentile_interval",
+           "percentile_intervals", "profile_interval", "profile_threshold", "t_quantile"]

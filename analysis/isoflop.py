@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from analysis.intervals import percentile_intervals
+from analysis.intervals import Interval, percentile_intervals
 from analysis.shared import check_bootstrap, check_positive, json_float, positive_array, positive_vectors
 
 ISOFLOP_FORMULA = "ln N_opt = a * ln C + n_opt_log_intercept; D_opt = C / (k * N_opt)"
@@ -96,8 +96,8 @@ class IsoFlopFit:
     budgets: tuple[IsoFlopBudget, ...]
     a: float
     b: float
-    a_ci: tuple[float, float]
-    b_ci: tuple[float, float]
+    a_ci: Interval
+    b_ci: Interval
     n_opt_log_intercept: float
     d_opt_log_intercept: float
     flops_per_param_token: float

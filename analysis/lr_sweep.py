@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.intervals import linear_fit_interval, linear_prediction_interval
+from analysis.intervals import Interval, linear_fit_interval, linear_prediction_interval
 from analysis.shared import json_float
 
 RULE_FORMULA = "lr*(N) = k * N**(-gamma)"
@@ -186,7 +186,7 @@ class LrRule:
 
     k: float
     gamma: float
-    gamma_ci: tuple[float, float]
+    gamma_ci: Interval
     confidence: float
     sizes: tuple[str, ...]
     n: tuple[float, ...]
@@ -201,7 +201,7 @@ class LrRule:
         """The rule's learning rate for a size of ``n`` parameters."""
         return float(self.k * n ** (-self.gamma))
 
-    def interval(self, n: float) -> tuple[float, float]:
+    def interval(self, n: float) -> Interval:
         """Interval for the best learning rate of a new size of ``n`` parameters (a new
         observation of lr*, so it includes the sizes' scatter about the rule); nan with two sizes."""
         lo, hi = linear_prediction_interval(self._linear(), float(np.log(n)), self.confidence)

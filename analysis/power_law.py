@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 
-from analysis.intervals import profile_interval, profile_threshold
+from analysis.intervals import Interval, profile_interval, profile_threshold
 from analysis.shared import check_confidence, json_float, positive_vectors
 
 FORMULA = "L(N) = a * N**(-alpha) + c"
@@ -60,9 +60,9 @@ class PowerLawFit:
     a: float
     alpha: float
     c: float
-    a_ci: tuple[float, float]
-    alpha_ci: tuple[float, float]
-    c_ci: tuple[float, float]
+    a_ci: Interval
+    alpha_ci: Interval
+    c_ci: Interval
     n_points: int
     dof: int
     confidence: float
@@ -413,7 +413,7 @@ def _fit_scaled(n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _alpha_interval(x: np.ndarray, log_loss: np.ndarray, theta: np.ndarray, rss: float,
-                    threshold: float) -> tuple[float, float]:
+                    threshold: float) -> Interval:
     lo, hi = profile_interval(_alpha_profile(x, log_loss, theta), float(theta[1]), rss, threshold,
                               lower=0.0, upper=ALPHA_SEARCH_MAX, scale=0.02)
     return lo, (np.inf if hi >= ALPHA_SEARCH_MAX else hi)

@@ -56,22 +56,19 @@ COVERAGE_STUDIES = 200
 SCALING_PLOT_FILE = "scaling_plot.png"
 LR_PLOT_FILE = "learning_rates.png"
 CURVES_PLOT_FILE = "training_curves.png"
-# (column, header, format) of the summary table; units in the headers.
-_TABLE_COLUMNS = [
-    ("run_name", "run", "{}"),
-    ("size", "size", "{}"),
-    ("N", "N (non-emb.)", "{:.3g}"),
-    ("N_total", "N total", "{:.3g}"),
-    ("D", "D (tokens)", "{:.3g}"),
-    ("C", "C (FLOPs)", "{:.3g}"),
-    ("train_loss", "train loss", "{:.4f}"),
-    ("eval_loss", "eval loss", "{:.4f}"),
-    ("test_loss", "test loss", "{:.4f}"),
-    ("eval_bits_per_note", "eval bits/note", "{:.3f}"),
-    ("test_bits_per_note", "test bits/note", "{:.3f}"),
-    ("tokens_per_second", "tokens/s", "{:,.0f}"),
-    ("wall_clock_s", "wall clock (s)", "{:,.1f}"),
+# The summary table's columns in order, grouped by kind: the (column, header) pairs of a kind
+# share one cell format (names as they are, counts to 3 digits, losses to 4 decimals, bits to 3).
+# Units are in the headers.
+_TABLE_KINDS = [
+    ((("run_name", "run"), ("size", "size")), "{}"),
+    ((("N", "N (non-emb.)"), ("N_total", "N total"), ("D", "D (tokens)"), ("C", "C (FLOPs)")), "{:.3g}"),
+    ((("train_loss", "train loss"), ("eval_loss", "eval loss"), ("test_loss", "test loss")), "{:.4f}"),
+    ((("eval_bits_per_note", "eval bits/note"), ("test_bits_per_note", "test bits/note")), "{:.3f}"),
+    ((("tokens_per_second", "tokens/s"),), "{:,.0f}"),
+    ((("wall_clock_s", "wall clock (s)"),), "{:,.1f}"),
 ]
+# (column, header, format), one per column of the table
+_TABLE_COLUMNS = [(column, header, fmt) for pairs, fmt in _TABLE_KINDS for column, header in pairs]
 
 
 def split_runs(runs: pd.DataFrame, metric: str, n_column: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:

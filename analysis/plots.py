@@ -247,7 +247,7 @@ def plot_isoflop(isoflop: IsoFlopFit | None, runs: pd.DataFrame, metric: str, n_
     (in log N) and their minima (Hoffmann et al. 2022, fig. 3).
 
     Args:
-        isoflop: result of `analysis.fit.fit_isoflop`, or None (points only).
+        isoflop: result of `analysis.isoflop.fit_isoflop`, or None (points only).
         runs: the IsoFLOP runs, with ``N_x``, ``compute_budget`` and ``metric``.
         metric: loss column, nats/token.
         n_label: x-axis label (the counting convention).

@@ -231,10 +231,9 @@ def fit_isoflop(
             failed), mismatched lengths, non-positive or non-finite values, or
             ``flops_per_param_token``/``n_bootstrap``/``confidence`` out of range.
     """
-    arrays = positive_vectors(n=n, loss=loss, c=c)
+    n_arr, loss_arr, c_arr = positive_vectors(n=n, loss=loss, c=c)
     check_positive(flops_per_param_token, "flops_per_param_token")
     check_bootstrap(n_bootstrap, confidence)
-    n_arr, loss_arr, c_arr = arrays
     log_n = np.log(n_arr)
 
     budgets, profiles = [], []

@@ -9,9 +9,9 @@ wandb, until a pull needs it).
 
 from __future__ import annotations
 
-from analysis.fit import PowerLawFit, fit_power_law
 from analysis.loaders import load_eval_curves, load_local_runs
 from analysis.plots import plot_scaling, plot_training_curves
+from analysis.power_law import PowerLawFit, fit_power_law
 from analysis.report import AnalysisOutputs, run_analysis
 from analysis.wandb_source import WandbPull, WandbSourceError, pull_wandb_runs
 

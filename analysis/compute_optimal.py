@@ -2,7 +2,8 @@
 
 Takes the finished runs of a study (any mix of sizes and token budgets) and answers: for a
 budget of C FLOPs, which N and D give the lowest loss? Pure functions over a DataFrame from
-`analysis.loaders.load_local_runs`; fits come from `analysis.fit`.
+`analysis.loaders.load_local_runs`; fits come from `analysis.power_law`, `analysis.chinchilla`,
+`analysis.isoflop` and `analysis.frontier`.
 
 Counting conventions (what N and C mean) change the fitted exponents, so every fit here is
 made under a named convention:
@@ -29,17 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fit import (
-    ChinchillaFit,
-    IsoFlopFit,
-    PowerLawFit,
-    compute_frontier,
-    fit_chinchilla,
-    fit_isoflop,
-    fit_power_law,
-)
+from analysis.chinchilla import ChinchillaFit, fit_chinchilla
+from analysis.frontier import compute_frontier
 from analysis.intervals import t_quantile
+from analysis.isoflop import IsoFlopFit, fit_isoflop
+from analysis.power_law import PowerLawFit, fit_power_law
 from analysis.prediction_check import HoldoutCheck, no_check
+from analysis.shared import json_safe
 
 # convention -> the N column of analysis.loaders.load_local_runs (N_flops = FLOPs per token / 6)
 CONVENTION_COLUMNS = {"non_embedding": "N", "total": "N_total", "flops": "N_flops"}
@@ -112,7 +109,7 @@ class ComputeAnalysis:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (fits as their ``to_dict``; reasons as strings; nan -> None)."""
-        return _json_safe({
+        return json_safe({
             "metric": self.metric, "convention": self.convention, "max_c": self.max_c,
             "loss_vs_d": {k: ({**v.to_dict(), "formula": "L(D) = a * D**(-alpha) + c"} if isinstance(v, PowerLawFit)
                               else {"reason": v}) for k, v in self.loss_vs_d.items()},
@@ -124,17 +121,6 @@ class ComputeAnalysis:
             "predictions": self.predictions,
             "holdout": [c.to_dict() for c in self.holdout],
         })
-
-
-def _json_safe(obj: Any) -> Any:
-    """Nested copy with non-finite floats as None and numpy scalars as Python numbers."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, np.ndarray):
-        obj = obj.item()
-    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
 
 
 def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention: str = "non_embedding",

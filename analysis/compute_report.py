@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from analysis.compute_optimal import CONVENTION_TEXT, CONVENTIONS, ComputeAnalysis
-from analysis.fit import PowerLawFit
+from analysis.power_law import PowerLawFit
 
 ISOFLOP_PLOT_FILE = "isoflop_profiles.png"
 FRONTIER_PLOT_FILE = "compute_frontier.png"

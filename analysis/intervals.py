@@ -1,5 +1,6 @@
-"""Profile-likelihood intervals for least-squares fits, with a small-sample threshold.
+"""Intervals of the fits: profile likelihood, Student t, and bootstrap percentiles.
 
+Profile-likelihood intervals for least-squares fits, with a small-sample threshold.
 For a model fitted by least squares with ``n`` observations and ``p`` free parameters, the
 interval of a quantity ``q`` (a parameter, or a prediction) at level ``1 - a`` is the set of
 values ``v`` at which the residual sum of squares, minimised with ``q`` held at ``v``, exceeds
@@ -14,6 +15,10 @@ data as an unknown: ``v`` is inside when refitting with the point ``(x_new, v)``
 minimum RSS by at most the same threshold. For a linear model this is the textbook
 prediction interval ``y_hat ± t * sqrt(s**2 + se_fit**2)``.
 
+The bootstrap fitters (`analysis.chinchilla`, `analysis.isoflop`) report percentile intervals
+of their replicates instead (Efron & Tibshirani 1993, "An Introduction to the Bootstrap",
+sec. 13.3).
+
 Pure functions, no I/O.
 """
 
@@ -24,6 +29,12 @@ from collections.abc import Callable
 import numpy as np
 from scipy import stats
 from scipy.optimize import brentq
+
+from analysis.shared import check_confidence
+
+# A two-sided interval ``(low, high)`` in the units of its quantity: the type of every ``*_ci``
+# field of the fit results and of what the interval functions here return.
+Interval = tuple[float, float]
 
 # The bracket search doubles its step from this fraction of the search range (or of the
 # estimate's magnitude) until the profile crosses the threshold or the limit is reached.
@@ -50,13 +61,12 @@ def profile_threshold(rss_min: float, dof: int, confidence: float) -> float:
     """
     if dof < 1:
         raise ValueError(f"A profile interval needs at least 1 residual degree of freedom; got {dof}.")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1); got {confidence}.")
+    check_confidence(confidence)
     return rss_min / dof * float(stats.f.ppf(confidence, 1, dof))
 
 
 def profile_interval(profile_rss: Callable[[float], float], estimate: float, rss_min: float, threshold: float, *,
-                     lower: float, upper: float, scale: float | None = None) -> tuple[float, float]:
+                     lower: float, upper: float, scale: float | None = None) -> Interval:
     """Both ends of ``{v : profile_rss(v) - rss_min <= threshold}`` around ``estimate``.
 
     Each side is searched outwards from the estimate with a doubling step until the profile
@@ -131,7 +141,7 @@ def linear_fit_interval(x: np.ndarray, y: np.ndarray, confidence: float) -> dict
     return out
 
 
-def linear_prediction_interval(fit: dict[str, float], x_new: float, confidence: float) -> tuple[float, float]:
+def linear_prediction_interval(fit: dict[str, float], x_new: float, confidence: float) -> Interval:
     """Interval for a new observation at ``x_new`` of a `linear_fit_interval` fit.
 
     ``y_hat ± t(dof) * s * sqrt(1 + 1/k + (x_new - x_mean)**2 / sxx)`` (any regression
@@ -146,4 +156,39 @@ def linear_prediction_interval(fit: dict[str, float], x_new: float, confidence: 
     return y_hat - half, y_hat + half
 
 
-__all__ = ["linear_fit_interval", "linear_prediction_interval", "profile_interval", "profile_threshold", "t_quantile"]
+def percentile_interval(values: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided percentile interval over axis 0 of bootstrap replicates.
+
+    The ``(1 - confidence) / 2`` and ``(1 + confidence) / 2`` quantiles (Efron & Tibshirani
+    1993, sec. 13.3), by `np.percentile`'s linear interpolation.
+
+    Args:
+        values: float array ``(n_replicates, ...)``, ``n_replicates >= 1``.
+        confidence: two-sided level in (0, 1).
+
+    Returns:
+        ``(low, high)``, float64 arrays of shape ``values.shape[1:]``.
+    """
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(values, [tail, 100 - tail], axis=0)
+    return low, high
+
+
+def percentile_intervals(samples: np.ndarray, confidence: float) -> list[Interval]:
+    """`percentile_interval` of each column of ``samples``, as ``(low, high)`` floats.
+
+    Args:
+        samples: float array ``(n_replicates, p)``, one column per quantity; no rows when no
+            replicate succeeded.
+        confidence: two-sided level in (0, 1).
+
+    Returns:
+        ``p`` pairs ``(low, high)``; ``(nan, nan)`` each when ``samples`` has no rows.
+    """
+    if len(samples) == 0:
+        return [(np.nan, np.nan)] * samples.shape[1]
+    return [(float(lo), float(hi)) for lo, hi in zip(*percentile_interval(samples, confidence), strict=True)]
+
+
+__all__ = ["Interval", "linear_fit_interval", "linear_prediction_interval", "percentile_interval",
+           "percentile_intervals", "profile_interval", "profile_threshold", "t_quantile"]

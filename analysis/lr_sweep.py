@@ -12,14 +12,14 @@ form of Bi et al. 2024, DeepSeek LLM, eq. 1, and Porian et al. 2024, sec. 4). Pu
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.intervals import linear_fit_interval, linear_prediction_interval
+from analysis.intervals import Interval, linear_fit_interval, linear_prediction_interval
+from analysis.shared import json_float
 
 RULE_FORMULA = "lr*(N) = k * N**(-gamma)"
 # Two learning rates closer than this ratio count as the same grid point (float noise in YAML and JSON).
@@ -186,7 +186,7 @@ class LrRule:
 
     k: float
     gamma: float
-    gamma_ci: tuple[float, float]
+    gamma_ci: Interval
     confidence: float
     sizes: tuple[str, ...]
     n: tuple[float, ...]
@@ -201,7 +201,7 @@ class LrRule:
         """The rule's learning rate for a size of ``n`` parameters."""
         return float(self.k * n ** (-self.gamma))
 
-    def interval(self, n: float) -> tuple[float, float]:
+    def interval(self, n: float) -> Interval:
         """Interval for the best learning rate of a new size of ``n`` parameters (a new
         observation of lr*, so it includes the sizes' scatter about the rule); nan with two sizes."""
         lo, hi = linear_prediction_interval(self._linear(), float(np.log(n)), self.confidence)
@@ -209,10 +209,8 @@ class LrRule:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; `LrRule.from_dict` reads it back."""
-        def clean(x: float) -> float | None:
-            return float(x) if math.isfinite(x) else None
         return {"formula": RULE_FORMULA, "k": self.k, "gamma": self.gamma,
-                "gamma_ci": [clean(v) for v in self.gamma_ci], "confidence": self.confidence,
+                "gamma_ci": [json_float(v) for v in self.gamma_ci], "confidence": self.confidence,
                 "sizes": list(self.sizes), "N": list(self.n), "lr_star": list(self.lr_star),
                 "n_convention": self.n_convention, "excluded": list(self.excluded)}
 

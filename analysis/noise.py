@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.shared import json_float
+
 
 @dataclass(frozen=True)
 class SeedNoise:
@@ -41,10 +43,8 @@ class SeedNoise:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (nan as None)."""
-        def clean(x: float) -> float | None:
-            return float(x) if math.isfinite(x) else None
-        return {"sigma_log": clean(self.sigma_log), "dof": self.dof, "groups": list(self.groups),
-                "max_abs_spread": clean(self.max_abs_spread)}
+        return {"sigma_log": json_float(self.sigma_log), "dof": self.dof, "groups": list(self.groups),
+                "max_abs_spread": json_float(self.max_abs_spread)}
 
 
 def seed_noise(runs: pd.DataFrame, metric: str) -> SeedNoise:

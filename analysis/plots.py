@@ -14,8 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, MaxNLocator, NullFormatter
 
-from analysis.fit import IsoFlopFit, PowerLawFit
+from analysis.isoflop import IsoFlopFit
 from analysis.lr_sweep import LrRule, SizeSweep
+from analysis.power_law import PowerLawFit
 from analysis.prediction_check import HoldoutCheck
 
 N_LABELS = {
@@ -246,7 +247,7 @@ def plot_isoflop(isoflop: IsoFlopFit | None, runs: pd.DataFrame, metric: str, n_
     (in log N) and their minima (Hoffmann et al. 2022, fig. 3).
 
     Args:
-        isoflop: result of `analysis.fit.fit_isoflop`, or None (points only).
+        isoflop: result of `analysis.isoflop.fit_isoflop`, or None (points only).
         runs: the IsoFLOP runs, with ``N_x``, ``compute_budget`` and ``metric``.
         metric: loss column, nats/token.
         n_label: x-axis label (the counting convention).

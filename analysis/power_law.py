@@ -13,7 +13,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 
-from analysis.intervals import profile_interval, profile_threshold
+from analysis.intervals import Interval, profile_interval, profile_threshold
+from analysis.shared import check_confidence, json_float, positive_vectors
 
 FORMULA = "L(N) = a * N**(-alpha) + c"
 N_PARAMS = 3  # a, alpha, c
@@ -59,9 +60,9 @@ class PowerLawFit:
     a: float
     alpha: float
     c: float
-    a_ci: tuple[float, float]
-    alpha_ci: tuple[float, float]
-    c_ci: tuple[float, float]
+    a_ci: Interval
+    alpha_ci: Interval
+    c_ci: Interval
     n_points: int
     dof: int
     confidence: float
@@ -156,26 +157,22 @@ class PowerLawFit:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (nan and inf become None)."""
-
-        def clean(x: float) -> float | None:
-            return float(x) if np.isfinite(x) else None
-
         return {
             "formula": FORMULA,
-            "a": clean(self.a),
-            "alpha": clean(self.alpha),
-            "c": clean(self.c),
-            "a_ci": [clean(v) for v in self.a_ci],
-            "alpha_ci": [clean(v) for v in self.alpha_ci],
-            "c_ci": [clean(v) for v in self.c_ci],
+            "a": json_float(self.a),
+            "alpha": json_float(self.alpha),
+            "c": json_float(self.c),
+            "a_ci": [json_float(v) for v in self.a_ci],
+            "alpha_ci": [json_float(v) for v in self.alpha_ci],
+            "c_ci": [json_float(v) for v in self.c_ci],
             "n_points": self.n_points,
             "dof": self.dof,
             "confidence": self.confidence,
             "interval_method": INTERVAL_METHOD,
-            "rss_log": clean(self.rss_log),
-            "rmse_log": clean(self.rmse_log),
-            "noise_log": clean(self.noise_log),
-            "r2_log": clean(self.r2_log),
+            "rss_log": json_float(self.rss_log),
+            "rmse_log": json_float(self.rmse_log),
+            "noise_log": json_float(self.noise_log),
+            "r2_log": json_float(self.r2_log),
         }
 
 
@@ -329,14 +326,7 @@ def _new_point_profile(fit: PowerLawFit, x_new: float, replicates: int = 1) -> A
 
 
 def _validate(n: ArrayLike, loss: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    n_arr, loss_arr = np.asarray(n, dtype=float), np.asarray(loss, dtype=float)
-    if n_arr.ndim != 1 or loss_arr.ndim != 1:
-        raise ValueError(f"n and loss must be 1-D; got shapes {n_arr.shape} and {loss_arr.shape}.")
-    if len(n_arr) != len(loss_arr):
-        raise ValueError(f"n and loss must have the same length; got {len(n_arr)} and {len(loss_arr)}.")
-    for name, arr in (("n", n_arr), ("loss", loss_arr)):
-        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-            raise ValueError(f"{name} must be finite and > 0; got {arr.tolist()}.")
+    n_arr, loss_arr = positive_vectors(n=n, loss=loss)
     if len(np.unique(n_arr)) < N_PARAMS:
         raise ValueError(
             f"Fitting {FORMULA} needs at least {N_PARAMS} points with distinct N; got "
@@ -380,8 +370,7 @@ def fit_power_law(n: ArrayLike, loss: ArrayLike, *, confidence: float = 0.95, in
         RuntimeError: The optimiser failed from every starting point.
     """
     n_arr, loss_arr = _validate(n, loss)
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie in (0, 1); got {confidence}.")
+    check_confidence(confidence)
     x, log_loss, theta, n_scale, rss = _fit_scaled(n_arr, loss_arr)
     ss_tot = float(np.sum((log_loss - log_loss.mean()) ** 2))
     k = len(n_arr)
@@ -424,7 +413,7 @@ def _fit_scaled(n: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _alpha_interval(x: np.ndarray, log_loss: np.ndarray, theta: np.ndarray, rss: float,
-                    threshold: float) -> tuple[float, float]:
+                    threshold: float) -> Interval:
     lo, hi = profile_interval(_alpha_profile(x, log_loss, theta), float(theta[1]), rss, threshold,
                               lower=0.0, upper=ALPHA_SEARCH_MAX, scale=0.02)
     return lo, (np.inf if hi >= ALPHA_SEARCH_MAX else hi)
@@ -454,10 +443,9 @@ class AlphaCoverage:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {"coverage": self.coverage if np.isfinite(self.coverage) else None, "n_studies": self.n_studies,
-                "n_failed": self.n_failed,
-                "median_width": float(self.median_width) if np.isfinite(self.median_width) else None,
-                "confidence": self.confidence, "noise_log": self.noise_log, "n": list(self.n)}
+        return {"coverage": json_float(self.coverage), "n_studies": self.n_studies, "n_failed": self.n_failed,
+                "median_width": json_float(self.median_width), "confidence": self.confidence,
+                "noise_log": self.noise_log, "n": list(self.n)}
 
 
 def measure_alpha_coverage(n: ArrayLike, a: float, alpha: float, c: float, *, noise_log: float,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from analysis.intervals import Interval
 from analysis.power_law import N_PARAMS, fit_power_law
 
 
@@ -42,7 +43,7 @@ class HoldoutCheck:
     x: float
     measured: float
     predicted: float
-    interval: tuple[float, float]
+    interval: Interval
     confidence: float
     fitted_on: int
     interval_method: str = ""

@@ -40,6 +40,7 @@ from analysis.power_law import (
 )
 from analysis.prediction_check import HoldoutCheck, holdout_largest_size
 from analysis.samples import PIANOROLL_FIGURE_FILE, load_sample_quality, pianoroll_comparison, samples_section
+from analysis.shared import json_safe
 
 METRICS = ("eval_loss", "test_loss")
 N_CONVENTIONS = CONVENTION_COLUMNS  # convention -> N column, shared with analysis.compute_optimal
@@ -55,29 +56,19 @@ COVERAGE_STUDIES = 200
 SCALING_PLOT_FILE = "scaling_plot.png"
 LR_PLOT_FILE = "learning_rates.png"
 CURVES_PLOT_FILE = "training_curves.png"
-# (column, header, format) of the summary table; units in the headers.
-_TABLE_COLUMNS = [
-    ("run_name", "run", "{}"),
-    ("size", "size", "{}"),
-    ("N", "N (non-emb.)", "{:.3g}"),
-    ("N_total", "N total", "{:.3g}"),
-    ("D", "D (tokens)", "{:.3g}"),
-    ("C", "C (FLOPs)", "{:.3g}"),
-    ("train_loss", "train loss", "{:.4f}"),
-    ("eval_loss", "eval loss", "{:.4f}"),
-    ("test_loss", "test loss", "{:.4f}"),
-    ("eval_bits_per_note", "eval bits/note", "{:.3f}"),
-    ("test_bits_per_note", "test bits/note", "{:.3f}"),
-    ("tokens_per_second", "tokens/s", "{:,.0f}"),
-    ("wall_clock_s", "wall clock (s)", "{:,.1f}"),
+# The summary table's columns in order, grouped by kind: the (column, header) pairs of a kind
+# share one cell format (names as they are, counts to 3 digits, losses to 4 decimals, bits to 3).
+# Units are in the headers.
+_TABLE_KINDS = [
+    ((("run_name", "run"), ("size", "size")), "{}"),
+    ((("N", "N (non-emb.)"), ("N_total", "N total"), ("D", "D (tokens)"), ("C", "C (FLOPs)")), "{:.3g}"),
+    ((("train_loss", "train loss"), ("eval_loss", "eval loss"), ("test_loss", "test loss")), "{:.4f}"),
+    ((("eval_bits_per_note", "eval bits/note"), ("test_bits_per_note", "test bits/note")), "{:.3f}"),
+    ((("tokens_per_second", "tokens/s"),), "{:,.0f}"),
+    ((("wall_clock_s", "wall clock (s)"),), "{:,.1f}"),
 ]
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe scalar: numpy scalars to Python, nan to None."""
-    if hasattr(value, "item"):
-        value = value.item()
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+# (column, header, format), one per column of the table
+_TABLE_COLUMNS = [(column, header, fmt) for pairs, fmt in _TABLE_KINDS for column, header in pairs]
 
 
 def split_runs(runs: pd.DataFrame, metric: str, n_column: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -125,7 +116,7 @@ def summary_table(runs: pd.DataFrame) -> list[dict[str, Any]]:
     """
     rows = []
     for _, run in runs.iterrows():
-        row = {col: _clean(run[col]) for col, _, _ in _TABLE_COLUMNS}
+        row = {col: json_safe(run[col]) for col, _, _ in _TABLE_COLUMNS}
         for col in ("N", "N_total", "D"):
             if row[col] is not None:
                 row[col] = int(row[col])

@@ -1,4 +1,5 @@
-"""Known-answer tests of the compute-optimal fitters in `analysis.fit` on synthetic losses.
+"""Known-answer tests of the compute-optimal fitters (`analysis.chinchilla`, `analysis.isoflop`,
+`analysis.frontier`, imported through `analysis.fit`) on synthetic losses.
 
 `fit_chinchilla` (approach 3), `fit_isoflop` (approach 2) and `compute_frontier`; the losses
 come from ``L = E + A / N**alpha + B / D**beta`` with known parameters plus seeded noise.
@@ -13,10 +14,10 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize_scalar
 
+from analysis.chinchilla import _chinchilla_objective
 from analysis.fit import (
     ChinchillaFit,
     IsoFlopFit,
-    _chinchilla_objective,
     compute_frontier,
     fit_chinchilla,
     fit_isoflop,

@@ -18,6 +18,7 @@ from transformers.utils import is_torch_cuda_available, is_torch_mps_available
 from configs import CONFIG_DIR
 from configs.cli import make_parser, parse_strict
 from configs.models import STUDY_SIZES
+from configs.sampling import SamplingArguments
 
 DEFAULT_STUDY = CONFIG_DIR / "study.yaml"
 DEMO_STUDY = CONFIG_DIR / "demo_study.yaml"
@@ -29,7 +30,9 @@ DERIVED_TRAINING_FIELDS = ("per_device_train_batch_size", "gradient_accumulation
 
 @dataclass
 class StudyArguments:
-    """Hyperparameters shared by every size of a study (besides TrainingArguments)."""
+    """Settings shared by every run of a study (besides TrainingArguments): its sizes and budgets, the
+    batch in tokens, the learning-rate sweep, the repeats and how many pieces to sample. What sets
+    one run apart (its budget role, its learning rate's source) is `training.run.RunArguments`."""
 
     study: str = field(default=str(DEFAULT_STUDY), metadata={
         "help": "Study YAML: StudyArguments and TrainingArguments values shared by all sizes."})
@@ -72,17 +75,11 @@ class StudyArguments:
                 "is repeated with each, so the analysis can measure the run-to-run noise."})
     repeat_sizes: list[str] = field(default_factory=list, metadata={
         "help": "Sizes repeated with repeat_seeds (empty: every size)."})
-    # Read by scripts/run_study.py once every size has trained (scripts/generate.py has the same options).
+    # Read by scripts/run_study.py once every size has trained (how: configs.sampling.SamplingArguments,
+    # whose keys a study file may hold as well)
     sample_count: int = field(default=0, metadata={
         "help": "Pieces scripts/run_study.py samples from each finished size (0: none), with piano rolls "
                 "and descriptors against the test split, for the report."})
-    sample_max_new_tokens: int = field(default=0, metadata={
-        "help": "Tokens per sample (0: the model's whole context, block_size - 1)."})
-    sample_min_new_tokens: int = field(default=0, metadata={
-        "help": "Forbid EOS before this many sampled tokens (0: the model ends pieces when it likes)."})
-    sample_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
-    sample_top_k: int = field(default=0, metadata={"help": "Top-k filter when sampling (0: off)."})
-    sample_top_p: float = field(default=1.0, metadata={"help": "Nucleus (top-p) filter when sampling (1.0: off)."})
 
     def __post_init__(self) -> None:
         if self.global_batch_tokens < 1 or self.max_device_batch_size < 1:
@@ -101,13 +98,20 @@ class StudyArguments:
                              "best rate between two others (e.g. [0.5, 0.71, 1.0, 1.41, 2.0]).")
         if self.lr_sweep_sizes and not self.lr_sweep_factors:
             raise ValueError("lr_sweep_sizes is set but lr_sweep_factors is empty; give the factors of the sweep.")
-        if self.sample_count < 0 or self.sample_max_new_tokens < 0:
-            raise ValueError("sample_count and sample_max_new_tokens must be >= 0; got "
-                             f"{self.sample_count} and {self.sample_max_new_tokens}.")
+        if self.sample_count < 0:
+            raise ValueError(f"sample_count must be >= 0; got {self.sample_count}.")
+
+
+# what a study file may hold (each script takes the keys of the dataclasses it parses)
+STUDY_FILE_TYPES = (StudyArguments, SamplingArguments, TrainingArguments)
 
 
 def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> dict[str, Any]:
-    """Read a study YAML and check every key names a field of ``dataclass_types``.
+    """Read a study YAML: the values of its keys that are fields of ``dataclass_types``.
+
+    Every key must name a field of `STUDY_FILE_TYPES` (or of ``dataclass_types``); the keys
+    of the others are left to the scripts that read them (the sampling settings to
+    scripts/run_study.py, for instance).
 
     Raises:
         FileNotFoundError: no such file.
@@ -117,16 +121,16 @@ def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> 
     if not path.is_file():
         raise FileNotFoundError(f"Study file {path} not found; see configs/study.yaml for the format.")
     values = yaml.safe_load(path.read_text()) or {}
-    known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
-    strangers = sorted(set(values) - known)
+    fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    strangers = sorted(set(values) - fields - {f.name for t in STUDY_FILE_TYPES for f in dataclasses.fields(t)})
     if strangers:
-        raise ValueError(f"{path}: unknown keys {strangers}; keys must be StudyArguments or "
+        raise ValueError(f"{path}: unknown keys {strangers}; keys must be StudyArguments, SamplingArguments or "
                          "TrainingArguments fields.")
     derived = sorted(set(values) & set(DERIVED_TRAINING_FIELDS))
     if derived:
         raise ValueError(f"{path}: {derived} are derived from global_batch_tokens, max_device_batch_size "
                          "and max_tokens; remove them.")
-    return values
+    return {k: v for k, v in values.items() if k in fields}
 
 
 def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
@@ -157,5 +161,5 @@ def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
     return parse_strict(parser, argv)
 
 
-__all__ = ["DEFAULT_STUDY", "DEMO_STUDY", "StudyArguments", "TrainingArguments", "load_study_defaults",
-           "parse_with_study"]
+__all__ = ["DEFAULT_STUDY", "DEMO_STUDY", "STUDY_FILE_TYPES", "StudyArguments", "TrainingArguments",
+           "load_study_defaults", "parse_with_study"]

@@ -17,14 +17,15 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.io import write_bytes_atomic, write_json_atomic
-from configs.naming import RUN_SUMMARY_FILENAME, size_name
+from configs.naming import RUN_SUMMARY_FILENAME
+from configs.sampling import SamplingArguments
 from generation.pianoroll import pianoroll_figure
 from generation.quality import describe_and_compare
 from generation.reference import reference_pieces
@@ -47,21 +48,13 @@ REFERENCE_DIRNAME = "reference"
 
 @dataclass
 class GenerationArguments:
-    """Options of ``scripts/generate.py`` (each field is a ``--flag``)."""
+    """Options of ``scripts/generate.py`` (each field is a ``--flag``) besides the sampling
+    settings, which are `configs.sampling.SamplingArguments`."""
 
     model: str = field(metadata={"help": "Run folder written by scripts/train.py, or a Hub model id USER/NAME."})
     output_dir: str | None = field(default=None, metadata={
         "help": "Where to write the samples (default: <run folder>/samples; required for a Hub id)."})
     num_samples: int = field(default=8, metadata={"help": "Pieces to sample."})
-    max_new_tokens: int | None = field(default=None, metadata={
-        "help": "Tokens to sample per piece (default and maximum: the model's context minus the prompt)."})
-    temperature: float = field(default=1.0, metadata={"help": "Softmax temperature (> 0; 1 = the model's own "
-                                                              "distribution)."})
-    top_k: int = field(default=0, metadata={"help": "Sample among the k most likely tokens (0 = all)."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling: the smallest set of tokens whose "
-                                                        "probability reaches p (1.0 = all)."})
-    min_new_tokens: int = field(default=0, metadata={
-        "help": "Forbid EOS before this many tokens (0: the model ends pieces when it likes)."})
     seed: int = field(default=0, metadata={"help": "Random seed; the same seed gives the same samples."})
     prompt: str | None = field(default=None, metadata={"help": "MIDI file whose first --prompt-bars bars each "
                                                                "sample continues (default: start from BOS)."})
@@ -92,14 +85,13 @@ class GenerationArguments:
         raise ValueError(f"{self.model} is not a local run folder; check the path, or pass --output-dir for samples "
                          "of a Hub model.")
 
-    def settings(self) -> dict[str, Any]:
+    def settings(self, sampling: SamplingArguments) -> dict[str, Any]:
         """The fields that determine the samples (compared to decide whether to resample)."""
-        keys = ("num_samples", "max_new_tokens", "min_new_tokens", "temperature", "top_k", "top_p", "seed",
-                "batch_size", "prompt", "prompt_bars")  # batch_size: sequences drawn together share the RNG stream
-        settings = {k: getattr(self, k) for k in keys}
+        keys = ("num_samples", "seed", "batch_size", "prompt", "prompt_bars")  # batch_size: sequences
+        settings = {k: getattr(self, k) for k in keys}  # drawn together share the RNG stream
         if not self.prompt:
             settings["prompt_bars"] = None
-        return settings
+        return {**settings, **asdict(sampling)}
 
 
 def run_dataset(run_dir: str | Path) -> str | None:
@@ -122,7 +114,8 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(finite)) if finite else None
 
 
-def generate_to_folder(args: GenerationArguments, *, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+def generate_to_folder(args: GenerationArguments, sampling: SamplingArguments | None = None, *, model: Any = None,
+                       tokenizer: Any = None) -> dict[str, Any]:
     """Sample, decode, draw and judge; write everything under ``args.resolved_output_dir()``.
 
     A sample that fails to decode is reported (``decoded: false`` and the error) and its
@@ -130,6 +123,7 @@ def generate_to_folder(args: GenerationArguments, *, model: Any = None, tokenize
 
     Args:
         args: the options.
+        sampling: the sampling settings (default: `SamplingArguments()`).
         model, tokenizer: an already loaded pair (default: loaded from ``args.model``).
 
     Returns:
@@ -139,16 +133,16 @@ def generate_to_folder(args: GenerationArguments, *, model: Any = None, tokenize
         ValueError / FileNotFoundError: bad settings, prompt or paths (messages say what to do).
     """
     out = args.resolved_output_dir()
+    sampling = sampling or SamplingArguments()
     if model is None or tokenizer is None:
         model, tokenizer = load_model_and_tokenizer(args.model, device=args.device, revision=args.revision)
     prompt = prompt_ids(tokenizer, args.prompt, args.prompt_bars) if args.prompt else None
     start = time.perf_counter()
     sequences = sample_ids(model, tokenizer, num_samples=args.num_samples, seed=args.seed, prompt=prompt,
-                           max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                           top_p=args.top_p, min_new_tokens=args.min_new_tokens, batch_size=args.batch_size)
+                           sampling=sampling, batch_size=args.batch_size)
     sampling_sec = time.perf_counter() - start
     context = prompt or [special_token_ids(tokenizer)["bos"]]
-    max_new = args.max_new_tokens or model.config.n_positions - len(context)
+    max_new = sampling.max_new_tokens or model.config.n_positions - len(context)
 
     out.mkdir(parents=True, exist_ok=True)
     for old in [*out.glob("sample_*.mid"), *out.glob("sample_*.png")]:
@@ -177,7 +171,7 @@ def generate_to_folder(args: GenerationArguments, *, model: Any = None, tokenize
 
     summary = {
         "model": str(args.model),
-        "settings": args.settings(),
+        "settings": args.settings(sampling),
         "max_new_tokens": max_new,
         "prompt_tokens": len(context) - 1,
         "device": str(model.device),
@@ -233,50 +227,45 @@ def _judge(args: GenerationArguments, out: Path, tokenizer: Any, reports: list[S
     return quality
 
 
-def sample_study(study_dir: str | Path, sizes: list[str], *, count: int, seed: int, dataset: str | None = None,
-                 max_new_tokens: int = 0, min_new_tokens: int = 0, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, log: Any = print) -> dict[str, str]:
-    """Sample ``count`` pieces from each finished size of a study, into ``<run>/samples``.
+def sample_study(study_dir: str | Path, run_names: list[str], *, count: int, seed: int, dataset: str | None = None,
+                 sampling: SamplingArguments | None = None, log: Any = print) -> dict[str, str]:
+    """Sample ``count`` pieces from each finished run of a study, into ``<run>/samples``.
 
-    A size whose samples.json has the same settings (and whose quality.json exists when a
+    A run whose samples.json has the same settings (and whose quality.json exists when a
     dataset is given) is left as it is, so rerunning a study does not resample. A failure
-    in one size is logged and the next size still runs.
+    in one run is logged and the next still runs.
 
     Args:
         study_dir: the study folder (one sub-folder per run).
-        sizes: run folder names (e.g. ``demo3``, ``demo1-lr0.0141``) or size files.
-        count: samples per size (>= 1).
-        seed: sampling seed, the same for every size.
+        run_names: run names (`configs.naming.run_name`, e.g. ``demo3``, ``demo1-lr0.0141``).
+        count: samples per run (>= 1).
+        seed: sampling seed, the same for every run.
         dataset: the prepared dataset, for the test-split comparison.
-        max_new_tokens: tokens per sample (0: the model's whole context).
-        min_new_tokens: EOS forbidden before this many tokens (0: allowed anywhere).
-        temperature, top_k, top_p: sampling settings (see `GenerationArguments`).
-        log: called with one line per size.
+        sampling: the sampling settings (default: `SamplingArguments()`).
+        log: called with one line per run.
 
     Returns:
-        size -> ``"sampled"``, ``"existing"``, ``"no run"`` or ``"failed: <error>"``.
+        run name -> ``"sampled"``, ``"existing"``, ``"no run"`` or ``"failed: <error>"``.
     """
+    sampling = sampling or SamplingArguments()
     status = {}
-    for size in sizes:
-        run_dir = Path(study_dir) / size_name(size)
+    for size in run_names:
+        run_dir = Path(study_dir) / size
         if not (run_dir / RUN_SUMMARY_FILENAME).is_file():
             status[size] = "no run"
             continue
-        args = GenerationArguments(model=str(run_dir), num_samples=count, seed=seed, dataset=dataset,
-                                   max_new_tokens=max_new_tokens or None, min_new_tokens=min_new_tokens,
-                                   temperature=temperature,
-                                   top_k=top_k, top_p=top_p)
+        args = GenerationArguments(model=str(run_dir), num_samples=count, seed=seed, dataset=dataset)
         out = args.resolved_output_dir()
         try:
             previous = json.loads((out / SAMPLES_FILENAME).read_text()).get("settings")
         except (OSError, ValueError):
             previous = None
-        if previous == args.settings() and (dataset is None or (out / QUALITY_FILENAME).is_file()):
+        if previous == args.settings(sampling) and (dataset is None or (out / QUALITY_FILENAME).is_file()):
             status[size] = "existing"
             log(f"    {size}: samples with these settings exist ({out})")
             continue
         try:
-            summary = generate_to_folder(args)
+            summary = generate_to_folder(args, sampling)
         except Exception as err:  # noqa: BLE001 - samples are extras: a failure must not lose the study
             status[size] = f"failed: {type(err).__name__}: {err}"
             log(f"    {size}: sampling FAILED: {err}")

@@ -21,6 +21,7 @@ from symusic import Score
 from transformers import AutoModelForCausalLM, PreTrainedModel, set_seed
 from transformers.utils import logging as hf_logging
 
+from configs.sampling import SamplingArguments
 from data.processing import SkipPiece, cut_score, encode_score, load_score
 from tokenizer import TOKENIZER_FILENAME, load_tokenizer, special_token_ids
 
@@ -109,15 +110,14 @@ def prompt_ids(tok: miditok.MusicTokenizer, midi_path: str | Path, num_bars: int
 
 
 def sample_ids(model: PreTrainedModel, tok: miditok.MusicTokenizer, *, num_samples: int, seed: int,
-               prompt: list[int] | None = None, max_new_tokens: int | None = None, temperature: float = 1.0,
-               top_k: int = 0, top_p: float = 1.0, min_new_tokens: int = 0,
+               prompt: list[int] | None = None, sampling: SamplingArguments | None = None,
                batch_size: int = 16) -> list[list[int]]:
     """Sample ``num_samples`` continuations of ``prompt`` (default: ``[BOS]``).
 
-    Sampling is ancestral (``do_sample=True``); ``top_k=0`` and ``top_p=1.0`` switch those
-    filters off, whatever the model's generation_config says. A sequence ends at EOS or
-    after ``max_new_tokens``. ``transformers.set_seed(seed)`` is called first, so the
-    result depends only on the arguments (and the device: CPU and CUDA kernels differ).
+    Sampling is ancestral, with the ``GenerationConfig`` of `configs.sampling.SamplingArguments`
+    (whatever the model's own generation_config says). ``transformers.set_seed(seed)`` is
+    called first, so the result depends only on the arguments (and the device: CPU and CUDA
+    kernels differ).
 
     Args:
         model: causal LM (e.g. from :func:`load_model_and_tokenizer`).
@@ -125,13 +125,8 @@ def sample_ids(model: PreTrainedModel, tok: miditok.MusicTokenizer, *, num_sampl
         num_samples: sequences to return (>= 1).
         seed: random seed.
         prompt: ids to continue, starting with BOS (see :func:`prompt_ids`).
-        max_new_tokens: tokens to add; default, and at most, what fits in the model's
-            context: ``n_positions - len(prompt)``.
-        temperature: softmax temperature (> 0).
-        top_k: keep the k most likely tokens (0 = all).
-        top_p: keep the smallest set of tokens whose probability reaches p (1.0 = all).
-        min_new_tokens: EOS is forbidden before this many new tokens (0 = never forbidden;
-            this changes the model's distribution, so report it with the results).
+        sampling: the settings (default: `SamplingArguments()`, the model's own distribution
+            up to the end of its context).
         batch_size: sequences generated at once.
 
     Returns:
@@ -139,27 +134,16 @@ def sample_ids(model: PreTrainedModel, tok: miditok.MusicTokenizer, *, num_sampl
         removed).
 
     Raises:
-        ValueError: a setting out of range, or a prompt and length that do not fit the
-            model's context of ``n_positions`` tokens.
+        ValueError: a count out of range, or a prompt and length that do not fit the model's
+            context of ``n_positions`` tokens.
     """
     special = special_token_ids(tok)
     prompt = list(prompt) if prompt else [special["bos"]]
-    context = model.config.n_positions
-    room = context - len(prompt)
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1; got {num_samples} and {batch_size}.")
-    if not temperature > 0 or not 0 < top_p <= 1 or top_k < 0:
-        raise ValueError(f"Need temperature > 0, 0 < top_p <= 1 and top_k >= 0; got {temperature}, {top_p}, {top_k}.")
-    if room < 1:
-        raise ValueError(f"The prompt has {len(prompt)} tokens but the model's context is {context}; "
-                         "lower --prompt-bars.")
-    max_new_tokens = room if max_new_tokens is None else max_new_tokens
-    if not 1 <= max_new_tokens <= room:
-        raise ValueError(f"--max-new-tokens must be between 1 and {room} (context {context} tokens minus the "
-                         f"{len(prompt)}-token prompt); got {max_new_tokens}.")
-    if not 0 <= min_new_tokens <= max_new_tokens:
-        raise ValueError(f"--min-new-tokens must be between 0 and max_new_tokens ({max_new_tokens}); "
-                         f"got {min_new_tokens}.")
+    config = (sampling or SamplingArguments()).generation_config(
+        context=model.config.n_positions, prompt_tokens=len(prompt), eos_token_id=special["eos"],
+        pad_token_id=special["pad"])
     set_seed(seed)
     device = model.device
     out: list[list[int]] = []
@@ -171,10 +155,8 @@ def sample_ids(model: PreTrainedModel, tok: miditok.MusicTokenizer, *, num_sampl
         hf_logging.set_verbosity_error()
         try:
             with torch.no_grad():
-                generated = model.generate(
-                    input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
-                    max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, temperature=temperature,
-                    top_k=top_k, top_p=top_p, eos_token_id=special["eos"], pad_token_id=special["pad"])
+                generated = model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
+                                           generation_config=config)
         finally:
             hf_logging.set_verbosity(verbosity)
         for row in generated[:, len(prompt):].tolist():

@@ -15,13 +15,14 @@ from __future__ import annotations
 import sys
 
 from configs.cli import make_parser, parse_strict, run_main
+from configs.sampling import SamplingArguments
 from generation.pipeline import GenerationArguments, generate_to_folder, summary_lines
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = make_parser([GenerationArguments], description=__doc__)
-    (args,) = parse_strict(parser, sys.argv[1:] if argv is None else argv)
-    summary = generate_to_folder(args)
+    parser = make_parser([GenerationArguments, SamplingArguments], description=__doc__)
+    args, sampling = parse_strict(parser, sys.argv[1:] if argv is None else argv)
+    summary = generate_to_folder(args, sampling)
     print("\n".join(summary_lines(summary)))
     print(f"Samples in {args.resolved_output_dir()}")
     return 0

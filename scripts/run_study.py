@@ -7,17 +7,19 @@ r"""Train every size of a study on one dataset, with identical hyperparameters.
 Sizes come from the study YAML (``sizes:``) or --sizes. A size whose run_summary.json
 exists is skipped (delete its folder to retrain); a size that fails is recorded in
 results.json with its exit code and last log lines, and the next size runs (the exit
-code is then 1). Sizes, dataset and token budget are checked before the first run. Any other
-flag (a StudyArguments or TrainingArguments field such as --learning_rate) is passed to
-scripts/train.py for every size. With --push-to-hub --hub-model-id USER/NAME each size is
-pushed to its own repository, USER/NAME-<size>. With ``sample_count: K`` in the study (or
+code is then 1). Sizes, dataset and token budget are checked before the first run. The study's
+and the Trainer's settings given as flags (a StudyArguments or TrainingArguments field such as
+--max_tokens; see `flags_for_each_run`) are passed to scripts/train.py for every run; the
+learning rate is each run's own (the study's, its sweep's or the rule's). Sampling settings
+(--temperature, --top_p, ...; configs/sampling.py) apply to the pieces sampled after training.
+With --push-to-hub --hub-model-id USER/NAME each size is pushed to its own repository,
+USER/NAME-<size>. With ``sample_count: K`` in the study (or
 --sample_count K), K pieces are sampled from each finished size into <size>/samples (see
 scripts/generate.py); scripts/analyze.py puts them in its report.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shlex
@@ -29,8 +31,8 @@ from common.io import write_json_atomic
 from configs.cli import run_main
 from configs.models import load_size, size_table
 from configs.naming import run_name, size_name
+from configs.sampling import SamplingArguments
 from configs.study import (
-    DEFAULT_STUDY,
     StudyArguments,
     TrainingArguments,
     parse_with_study,
@@ -47,24 +49,13 @@ from training.run import (
 from training.study import (
     RESULTS_FILENAME,
     PlannedRun,
+    StudyRunnerArguments,
+    flags_for_each_run,
     plan_study_runs,
     run_study,
     stale_reason,
     sweep_learning_rates,
 )
-
-
-def _without_flag(args: list[str], names: tuple[str, ...]) -> list[str]:
-    """``args`` without the flags ``names`` and their values (``--flag V`` or ``--flag=V``)."""
-    out, skip = [], False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in names:
-            skip = True
-        elif not arg.startswith(tuple(f"{n}=" for n in names)):
-            out.append(arg)
-    return out
 
 
 def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: int, recipe: dict | None = None) -> None:
@@ -88,29 +79,27 @@ def _check_finished_runs(study_dir: Path, runs: list[PlannedRun], main_tokens: i
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="Folder written by scripts/prepare_data.py.")
-    parser.add_argument("--output-dir", "--output_dir", required=True, help="Study folder (one sub-folder per size).")
-    parser.add_argument("--study", default=str(DEFAULT_STUDY), help="Study YAML shared by all sizes.")
-    parser.add_argument("--sizes", nargs="+", help="Sizes to train (default: the study's `sizes`).")
-    parser.add_argument("--launcher", default=f"{shlex.quote(sys.executable)}",
-                        help='Command that runs a script, e.g. "accelerate launch --num_processes 4".')
-    args, passthrough = parser.parse_known_args(argv)
-    # Validate the study and the pass-through flags once, before any run starts.
-    _, study, training_args = parse_with_study((RunArguments, StudyArguments, TrainingArguments),
-                                               ["--size", "x", "--dataset", args.dataset, "--study", args.study,
-                                                "--output_dir", args.output_dir, *passthrough])
+    # the study file and every flag are checked once, before any run starts
+    run, runner, study, sampling, training_args = parse_with_study(
+        (RunArguments, StudyRunnerArguments, StudyArguments, SamplingArguments, TrainingArguments), argv,
+        description=__doc__)
+    if not run.dataset:
+        raise ValueError("--dataset is required: the folder written by scripts/prepare_data.py.")
+    if run.size:
+        raise ValueError(f"--size names the one size of scripts/train.py; a study trains --sizes {run.size} ... "
+                         "(default: the study file's sizes).")
+    if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
+        raise ValueError("--output-dir is required: the study folder (one sub-folder per run).")
     hub_id = training_args.hub_model_id
     if training_args.push_to_hub and not hub_id:
         raise ValueError("--push-to-hub needs --hub-model-id USER/NAME; each size goes to USER/NAME-<size>.")
-    # each run gets its own Hub repository and name
-    passthrough = _without_flag(passthrough, ("--hub_model_id", "--hub-model-id", "--run_name", "--run-name"))
-    sizes = args.sizes or study.sizes
+    passthrough = flags_for_each_run(argv)
+    sizes = study.sizes
     # the swept sizes set the rule, so they are swept (finished runs reused) whatever --sizes says
     swept = (study.lr_sweep_sizes or sizes) if study.lr_sweep_factors else []
     for size in [*sizes, *swept]:  # fail before the first run, not after the smaller sizes trained
         load_size(size)
-    dataset = read_prepared_dataset(args.dataset)
+    dataset = read_prepared_dataset(run.dataset)
     layout, steps = check_plan(dataset, study)
     n_params = {row["size"]: row["n_params_non_embedding"]
                 for row in size_table(dataset.vocab_size, dataset.block_size, list(dict.fromkeys([*sizes, *swept])))}
@@ -119,9 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                                   epoch_tokens=epoch_steps * layout.tokens_per_step,
                                   token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets)
     # what every run trains on besides D, rate and seed: a finished run made otherwise is not reused
-    recipe = run_recipe(args.dataset, dataset.fingerprint, dataset.block_size,
+    recipe = run_recipe(run.dataset, dataset.fingerprint, dataset.block_size,
                         layout.tokens_per_step, training_args.to_dict())
-    _check_finished_runs(Path(args.output_dir), runs, steps * layout.tokens_per_step, recipe)
+    _check_finished_runs(Path(training_args.output_dir), runs, steps * layout.tokens_per_step, recipe)
     print(f"{len(sizes)} sizes x {steps} steps x {layout.tokens_per_step:,} tokens = "
           f"{steps * layout.tokens_per_step:,} tokens each")
     if len(runs) > len(sizes):
@@ -132,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     train_script = Path(__file__).resolve().with_name("train.py")
     # every run is given its own rate (fixed, swept or the rule's), so --learning_rate is not passed on as is
-    command = [*shlex.split(args.launcher), str(train_script), "--dataset", args.dataset,
-               "--study", args.study, *_without_flag(passthrough, ("--learning_rate", "--learning-rate"))]
+    command = [*shlex.split(runner.launcher), str(train_script), "--dataset", run.dataset, "--study", study.study,
+               *passthrough]
     main_tokens = steps * layout.tokens_per_step
     per_size = (lambda size: ["--hub_model_id", repo_id_for_size(hub_id, size)]) if hub_id else None
-    study_dir = Path(args.output_dir)
+    study_dir = Path(training_args.output_dir)
 
     # --- learning rate of each size: a sweep and the rule lr*(N), or the study's one rate
     lr_of = {size: PlannedRun(size, run_name(size), learning_rate=training_args.learning_rate, lr_source="fixed")
@@ -180,11 +169,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"Sampling {study.sample_count} pieces from each size")
         sample_study(study_dir, [r.run_name for r in lr_of.values()], count=study.sample_count,
-                     seed=training_args.seed, dataset=args.dataset, max_new_tokens=study.sample_max_new_tokens,
-                     min_new_tokens=study.sample_min_new_tokens,
-                     temperature=study.sample_temperature, top_k=study.sample_top_k, top_p=study.sample_top_p)
+                     seed=training_args.seed, dataset=run.dataset, sampling=sampling)
     failed = [r["run_name"] for r in results if r["status"] == "failed"]
-    print(f"Results: {Path(args.output_dir) / RESULTS_FILENAME}"
+    print(f"Results: {Path(training_args.output_dir) / RESULTS_FILENAME}"
           + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
     return 1 if failed else 0
 

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     run, study, training_args = parse_with_study((RunArguments, StudyArguments, TrainingArguments), argv,
                                                  description=__doc__.split("\n\n")[0])
+    if not run.size:
+        raise ValueError("--size is required: a name in configs/sizes/ (e.g. --size demo1) or a size YAML file.")
+    if not run.dataset:
+        raise ValueError("--dataset is required: the folder written by scripts/prepare_data.py.")
     if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
         raise ValueError("--output-dir is required: the run folder for the model and run_summary.json.")
     if training_args.push_to_hub and not training_args.hub_model_id:

@@ -12,6 +12,7 @@ import pytest
 from symusic import Note, Score, TimeSignature, Track
 from tests_helpers import load_script
 
+from configs.sampling import SamplingArguments
 from generation.pipeline import GenerationArguments, generate_to_folder, sample_study
 from generation.quality import MUSIC_DESCRIPTORS_PATH, describe_and_compare
 from generation.sampling import grammar_error_rate, load_model_and_tokenizer, prompt_ids, sample_ids
@@ -86,11 +87,13 @@ def test_distribution_distance():
 
 def test_sampling_is_reproducible_and_files_reload(w32, tmp_path):
     run_dir, (model, tok) = w32
-    args = dict(model=str(run_dir), num_samples=3, max_new_tokens=40, seed=11, top_p=0.95, dataset=None,
-                num_reference=0)
-    first = generate_to_folder(GenerationArguments(output_dir=str(tmp_path / "a"), **args), model=model, tokenizer=tok)
-    second = generate_to_folder(GenerationArguments(output_dir=str(tmp_path / "b"), **args), model=model, tokenizer=tok)
-    other = generate_to_folder(GenerationArguments(output_dir=str(tmp_path / "c"), **{**args, "seed": 12}),
+    args = dict(model=str(run_dir), num_samples=3, seed=11, dataset=None, num_reference=0)
+    sampling = SamplingArguments(max_new_tokens=40, top_p=0.95)
+    first = generate_to_folder(GenerationArguments(output_dir=str(tmp_path / "a"), **args), sampling, model=model,
+                               tokenizer=tok)
+    second = generate_to_folder(GenerationArguments(output_dir=str(tmp_path / "b"), **args), sampling, model=model,
+                                tokenizer=tok)
+    other = generate_to_folder(GenerationArguments(output_dir=str(tmp_path / "c"), **{**args, "seed": 12}), sampling,
                                model=model, tokenizer=tok)
     ids = [s["ids"] for s in first["samples"]]
     assert ids == [s["ids"] for s in second["samples"]]
@@ -98,6 +101,7 @@ def test_sampling_is_reproducible_and_files_reload(w32, tmp_path):
     assert all(1 <= len(x) <= 40 for x in ids)
     on_disk = json.loads((tmp_path / "a" / "samples.json").read_text())
     assert [s["ids"] for s in on_disk["samples"]] == ids and on_disk["settings"]["seed"] == 11
+    assert (on_disk["settings"]["top_p"], on_disk["settings"]["max_new_tokens"]) == (0.95, 40)
     for sample in first["samples"]:
         assert sample["decoded"], sample["error"]
         midi = tmp_path / "a" / sample["path"]
@@ -114,9 +118,12 @@ def test_sampling_arguments_are_checked(w32):
     _, (model, tok) = w32
     context = model.config.n_positions
     with pytest.raises(ValueError, match=f"between 1 and {context - 1}"):
-        sample_ids(model, tok, num_samples=1, seed=0, max_new_tokens=context)
+        sample_ids(model, tok, num_samples=1, seed=0, sampling=SamplingArguments(max_new_tokens=context))
     with pytest.raises(ValueError, match="temperature > 0"):
-        sample_ids(model, tok, num_samples=1, seed=0, temperature=0.0)
+        SamplingArguments(temperature=0.0)
+    config = SamplingArguments(top_k=20).generation_config(context=context, prompt_tokens=1, eos_token_id=2,
+                                                           pad_token_id=0)
+    assert (config.do_sample, config.top_k, config.top_p, config.max_new_tokens) == (True, 20, 1.0, context - 1)
     with pytest.raises(ValueError, match="--output-dir"):
         GenerationArguments(model="someone/some-model").resolved_output_dir()
 
@@ -155,13 +162,13 @@ def test_study_samples_and_report(tiny_runs, tiny_setup, tmp_path):
     study = tmp_path / "runs"
     shutil.copytree(tiny_runs, study)
     status = sample_study(study, ["w16", "w48", "missing"], count=2, seed=0, dataset=str(root / "data"),
-                          max_new_tokens=48, log=lambda line: None)
+                          sampling=SamplingArguments(max_new_tokens=48), log=lambda line: None)
     assert status == {"w16": "sampled", "w48": "sampled", "missing": "no run"}
     quality = json.loads((study / "w48" / "samples" / "quality.json").read_text())
     assert quality["num_reference"] >= 1 and quality["reference_max_tokens"] == 48
     assert len(list((study / "w48" / "samples" / "reference").glob("test_*.mid"))) == quality["num_reference"]
-    again = sample_study(study, ["w16"], count=2, seed=0, dataset=str(root / "data"), max_new_tokens=48,
-                         log=lambda line: None)
+    again = sample_study(study, ["w16"], count=2, seed=0, dataset=str(root / "data"),
+                         sampling=SamplingArguments(max_new_tokens=48), log=lambda line: None)
     assert again == {"w16": "existing"}
 
     out = tmp_path / "analysis"
@@ -176,12 +183,13 @@ def test_study_samples_and_report(tiny_runs, tiny_setup, tmp_path):
 
 def test_min_new_tokens_forbids_early_eos(w32):
     _, (model, tok) = w32
-    free = sample_ids(model, tok, num_samples=6, seed=5, max_new_tokens=30)
-    forced = sample_ids(model, tok, num_samples=6, seed=5, max_new_tokens=30, min_new_tokens=30)
+    free = sample_ids(model, tok, num_samples=6, seed=5, sampling=SamplingArguments(max_new_tokens=30))
+    forced = sample_ids(model, tok, num_samples=6, seed=5,
+                        sampling=SamplingArguments(max_new_tokens=30, min_new_tokens=30))
     assert all(len(x) == 30 and tok["EOS_None"] not in x for x in forced)
     assert len(free) == 6
     with pytest.raises(ValueError, match="--min-new-tokens"):
-        sample_ids(model, tok, num_samples=1, seed=0, max_new_tokens=10, min_new_tokens=11)
+        sample_ids(model, tok, num_samples=1, seed=0, sampling=SamplingArguments(max_new_tokens=10, min_new_tokens=11))
 
 
 def test_descriptor_undefined_for_all_samples_counts_as_no_overlap(tmp_path):

@@ -8,7 +8,7 @@ import sys
 import pytest
 from tests_helpers import load_script
 
-from training.study import PlannedRun, run_study
+from training.study import PlannedRun, flags_for_each_run, run_study
 
 # stands in for scripts/train.py: records its arguments, writes a run summary
 FAKE_TRAIN = """
@@ -22,10 +22,11 @@ out = Path(args[args.index("--output_dir") + 1])
 
 
 def test_hub_model_id_becomes_one_repository_per_size(tmp_path):
-    script = load_script("run_study")
-    common = script._without_flag(["--push_to_hub", "--hub_model_id", "me/music", "--learning_rate", "1e-3",
-                                   "--hub-model-id=me/other"], ("--hub_model_id", "--hub-model-id"))
-    assert common == ["--push_to_hub", "--learning_rate", "1e-3"]
+    # what each run sets for itself, or the runner's and the sampling's own, is not passed on as given
+    common = flags_for_each_run(["--push_to_hub", "--hub_model_id", "me/music", "--learning_rate", "1e-3",
+                                 "--hub-model-id=me/other", "--max_tokens", "2048", "--launcher", "python -u",
+                                 "--top-p", "0.9", "--run_name=x", "--no-wandb", "--sizes", "demo1", "demo2"])
+    assert common == ["--push_to_hub", "--max_tokens", "2048", "--no-wandb", "--sizes", "demo1", "demo2"]
     results = run_study(["demo1", "demo2"], tmp_path, [sys.executable, "-c", FAKE_TRAIN, *common],
                         log=lambda _: None, size_args=lambda size: ["--hub_model_id", f"me/music-{size}"])
     for entry, size in zip(results, ("demo1", "demo2"), strict=True):

@@ -47,9 +47,10 @@ class RunArguments:
     IsoFLOP budget, where its learning rate comes from). The settings shared by every run are
     `configs.study.StudyArguments`."""
 
-    size: str = field(metadata={"help": "Model size: a name in configs/sizes/ (tiny, small, medium, large, xl, "
-                                        "demo1..demo5) or a YAML path."})
-    dataset: str = field(metadata={"help": "Folder written by scripts/prepare_data.py."})
+    size: str = field(default="", metadata={
+        "help": "Model size: a name in configs/sizes/ (tiny, small, medium, large, xl, demo1..demo5) or a YAML path "
+                "(required by scripts/train.py; scripts/run_study.py takes --sizes)."})
+    dataset: str = field(default="", metadata={"help": "Folder written by scripts/prepare_data.py (required)."})
     wandb: bool = field(default=True, metadata={
         "help": "Log to Weights & Biases (project/group/run = study project/study_name/size); offline by itself "
                 "without credentials or network. --no-wandb turns it off."})

@@ -7,11 +7,15 @@ size is recorded and the next size still runs, and memory is returned between si
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
+import shlex
 import subprocess
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +24,36 @@ import pandas as pd
 from analysis.lr_sweep import LrRule, SizeSweep, fit_lr_rule, sweep_of_size
 from common.io import write_json_atomic
 from configs.naming import run_name, size_name
+from configs.sampling import SamplingArguments
 from training.run import RUN_SUMMARY_FILENAME, recipe_differences, recipe_of_summary
 
 RESULTS_FILENAME = "results.json"
 _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops", "train_loss",
                  "eval_loss", "test_loss", "wall_clock_s", "tokens_per_second")
+
+
+@dataclass
+class StudyRunnerArguments:
+    """How scripts/run_study.py starts each run (its other options are the study's settings)."""
+
+    launcher: str = field(default=shlex.quote(sys.executable), metadata={
+        "help": 'Command that runs a script, e.g. "accelerate launch --num_processes 4".'})
+
+
+# set for each run by the runner (its rate, Hub repository, name, folder, place in the study), or the
+# runner's own: never passed on to scripts/train.py as given
+NOT_PASSED_ON = ("size", "dataset", "study", "output_dir", "run_name", "learning_rate", "hub_model_id", "budget_role",
+                 "compute_budget", "lr_rule", "lr_source",
+                 *(f.name for t in (StudyRunnerArguments, SamplingArguments) for f in dataclasses.fields(t)))
+
+
+def flags_for_each_run(argv: list[str]) -> list[str]:
+    """The flags of scripts/run_study.py's ``argv`` that every run's scripts/train.py is given: the study's and the
+    Trainer's settings (``--max_tokens 2048``, ``--no-wandb``), without `NOT_PASSED_ON`."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for name in NOT_PASSED_ON:  # each takes one value
+        parser.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []))
+    return parser.parse_known_args(argv)[1]
 
 
 MIN_STEPS_PER_RUN = 20  # fewer optimizer steps leave warmup + cosine decay meaningless

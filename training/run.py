@@ -31,9 +31,9 @@ from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
 from configs.naming import RUN_SUMMARY_FILENAME
 from configs.study import StudyArguments
-from data.prepared import read_prepared_dataset
+from data.prepared import PreparedDataset, read_prepared_dataset
 from tokenizer import save_tokenizer
-from training.batch import check_plan
+from training.batch import BatchLayout, check_plan
 from training.efficiency import device_peak_flops, flops_per_token, mfu
 from training.tracking import git_commit, start_wandb_run, wandb_mode
 
@@ -364,40 +364,23 @@ def _out_of_space_as_os_error(output_dir: Path, checkpoint_bytes: int) -> Iterat
                          "no complete checkpoint yet"), str(output_dir)) from err
 
 
-def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments) -> dict[str, Any]:
-    """Train one size; write the model, tokenizer, trainer state and run_summary.json.
-
-    Args:
-        run: size and dataset.
-        study: shared hyperparameters (batch in tokens, budget, eval cap).
-        training_args: Trainer settings; batch sizes, accumulation and max_steps are
-            overwritten from the study (they are derived, never hand-set).
-
-    Returns:
-        The run summary (also written to ``<output_dir>/run_summary.json``).
-
-    Raises:
-        FileNotFoundError: missing dataset. ValueError: inconsistent batch/budget.
-    """
-    t_start = time.time()
-    load_size(run.size)  # an unknown or malformed size fails before any work
-    prepared = read_prepared_dataset(run.dataset)
+def _prepared_for_training(path: str) -> PreparedDataset:
+    """The prepared dataset at ``path``, refused when its train or validation split has no block."""
+    prepared = read_prepared_dataset(path)
     for split in ("train", "validation"):
         if prepared.blocks[split] == 0:
-            raise ValueError(f"The {split} split of {run.dataset} has no block; prepare it again with more "
+            raise ValueError(f"The {split} split of {path} has no block; prepare it again with more "
                              "files, a smaller --block-size or a larger --val-fraction.")
-    datasets = prepared.load()
-    tok = prepared.load_tokenizer()
-    ids, block_size, stats = prepared.special_ids, prepared.block_size, prepared.stats
-    world_size = training_args.world_size  # processes started by torchrun / accelerate launch
-    layout, max_steps = check_plan(prepared, study, world_size)
+    return prepared
 
-    use_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    wandb_mode_reason = (wandb_mode() if run.wandb and training_args.process_index == 0
-                         else ("disabled", "--no-wandb or not the main process"))
-    use_wandb = wandb_mode_reason[0] != "disabled"
+
+def _trainer_arguments(training_args: TrainingArguments, layout: BatchLayout, max_steps: int,
+                       use_wandb: bool) -> TrainingArguments:
+    """The Trainer's arguments for this run: the batch layout and steps derived from the study,
+    W&B on or off, the run's name, and this project's fixed choices (bf16 where supported, fused
+    AdamW on CUDA, the Trainer's token count, no Trainer push)."""
     report_to = [r for r in training_args.report_to if r not in ("wandb", "none")] + (["wandb"] if use_wandb else [])
-    training_args = dataclasses.replace(
+    return dataclasses.replace(
         training_args,
         report_to=report_to or "none",
         push_to_hub=False,  # pushed by scripts/train.py after the run, with this project's model card
@@ -411,61 +394,126 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         per_device_eval_batch_size=layout.per_device_batch_size,
         gradient_accumulation_steps=layout.gradient_accumulation_steps,
         max_steps=max_steps,
-        bf16=use_bf16 or training_args.bf16,
+        bf16=(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or training_args.bf16,
         eval_strategy="steps" if training_args.eval_steps else "no",
         include_num_input_tokens_seen="all",
         remove_unused_columns=False,
         dataloader_pin_memory=training_args.dataloader_pin_memory and torch.cuda.is_available(),
     )
 
+
+def _rate_from_rule(run: RunArguments, training_args: TrainingArguments,
+                    n_params_non_embedding: int) -> tuple[RunArguments, TrainingArguments, LrRule | None]:
+    """With ``run.lr_rule``, the learning rate of the study's rule lr*(N) at this size's N."""
+    if not run.lr_rule:
+        return run, training_args, None
+    rule = read_lr_rule(run.lr_rule)
+    training_args = dataclasses.replace(training_args, learning_rate=rule.predict(n_params_non_embedding))
+    logger.info("learning rate %.4g from the rule %s at N = %d (%s)", training_args.learning_rate,
+                RULE_FORMULA, n_params_non_embedding, run.lr_rule)
+    return dataclasses.replace(run, lr_source="rule"), training_args, rule
+
+
+def _train_and_evaluate(trainer: StudyTrainer, checkpoint: Path | None, eval_set: Any, test_set: Any,
+                        wandb_run: Any) -> tuple[Any, float, float, dict[str, float], float | None]:
+    """Train (from ``checkpoint`` when resuming), then evaluate on validation and test once.
+
+    Returns:
+        ``(train_output, train_wall, train_eval_seconds, eval_metrics, test_loss)``: the loop's
+        wall clock and the periodic evaluations' share of it; ``test_loss`` is None without
+        a test block. A failure marks the W&B run failed (the checkpoints stay for a resume).
+    """
+    try:
+        train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        train_wall = time.time() - trainer.start_time
+        train_eval_seconds = trainer.eval_seconds  # periodic evaluations inside the training loop
+        eval_metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
+        test_loss = trainer.evaluate(test_set, metric_key_prefix="test")["test_loss"] if len(test_set) else None
+    except BaseException:
+        if wandb_run is not None:
+            wandb_run.finish(exit_code=1)
+        raise
+    return train_output, train_wall, train_eval_seconds, eval_metrics, test_loss
+
+
+def _save_finished_run(trainer: StudyTrainer, tok: Any, summary: dict[str, Any], wandb_run: Any) -> None:
+    """Write the model, tokenizer, trainer state and ``run_summary.json`` (last), then drop the
+    checkpoints and the run plan, which only served resuming, and close the W&B run."""
+    output_dir = Path(trainer.args.output_dir)
+    trainer.save_model(str(output_dir))  # safetensors + config.json
+    for weights in output_dir.glob("*.safetensors"):
+        os.chmod(weights, default_file_mode())  # written owner-only; readable like the other files
+    save_tokenizer(tok, output_dir)
+    trainer.save_state()  # trainer_state.json: the log history analysis reads
+    write_json_atomic(output_dir / RUN_SUMMARY_FILENAME, summary)
+    for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
+        shutil.rmtree(path)
+    (output_dir / RUN_PLAN_FILENAME).unlink(missing_ok=True)
+    if wandb_run is not None:
+        wandb_run.summary.update({k: v for k, v in summary.items() if k != "config"})
+        wandb_run.finish()
+
+
+def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments) -> dict[str, Any]:
+    """Train one size; write the model, tokenizer, trainer state and run_summary.json.
+
+    Args:
+        run: size and dataset.
+        study: shared hyperparameters (batch in tokens, budget, eval cap).
+        training_args: Trainer settings; batch sizes, accumulation and max_steps are
+            overwritten from the study (they are derived, never hand-set).
+
+    Returns:
+        The run summary (also written to ``<output_dir>/run_summary.json``); empty on
+        processes other than the main one.
+
+    Raises:
+        FileNotFoundError: missing dataset. ValueError: inconsistent batch/budget, or a
+            checkpoint made with other settings.
+    """
+    t_start = time.time()
+    load_size(run.size)  # an unknown or malformed size fails before any work
+    prepared = _prepared_for_training(run.dataset)
+    datasets, tok, stats = prepared.load(), prepared.load_tokenizer(), prepared.stats
+    world_size = training_args.world_size  # processes started by torchrun / accelerate launch
+    layout, max_steps = check_plan(prepared, study, world_size)
+    main_process = training_args.process_index == 0
+    wandb_mode_reason = wandb_mode() if run.wandb and main_process else ("disabled", "--no-wandb or not the main "
+                                                                                      "process")
+    training_args = _trainer_arguments(training_args, layout, max_steps, wandb_mode_reason[0] != "disabled")
+
     set_seed(training_args.seed)
-    config = build_model_config(run.size, len(tok), block_size, ids["bos"], ids["eos"], ids["pad"])
+    ids = prepared.special_ids
+    config = build_model_config(run.size, len(tok), prepared.block_size, ids["bos"], ids["eos"], ids["pad"])
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     counts = count_parameters(config)
-    rule = None
-    if run.lr_rule:  # the study's rule lr*(N) sets this size's learning rate
-        rule = read_lr_rule(run.lr_rule)
-        training_args = dataclasses.replace(training_args,
-                                            learning_rate=rule.predict(counts["n_params_non_embedding"]))
-        run = dataclasses.replace(run, lr_source="rule")
-        logger.info("learning rate %.4g from the rule %s at N = %d (%s)", training_args.learning_rate,
-                    RULE_FORMULA, counts["n_params_non_embedding"], run.lr_rule)
     assert counts["n_params"] == model.num_parameters(), "closed-form count disagrees with the model"
     assert counts["n_params_non_embedding"] == model.num_parameters(exclude_embeddings=True)
+    run, training_args, rule = _rate_from_rule(run, training_args, counts["n_params_non_embedding"])
 
     output_dir = Path(training_args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    main_process = training_args.process_index == 0
-    # every process reads it (about a second per GB), so all of them refuse a mismatched resume alike
-    fingerprint = prepared.fingerprint
-    plan = {**run_recipe(run.dataset, fingerprint, block_size, layout.tokens_per_step, training_args.to_dict()),
+    # every process reads the fingerprint (about a second per GB), so all of them refuse a mismatched resume alike
+    plan = {**run_recipe(run.dataset, prepared.fingerprint, prepared.block_size, layout.tokens_per_step,
+                         training_args.to_dict()),
             "size": str(run.size), "model": {k: getattr(config, k) for k in ("n_layer", "n_embd", "n_head", "n_inner")},
             "learning_rate": training_args.learning_rate, "seed": training_args.seed, "max_steps": max_steps}
     checkpoint = _checkpoint_to_resume(run, output_dir, max_steps, layout.tokens_per_step, plan)
     if checkpoint is None and main_process:
         write_json_atomic(output_dir / RUN_PLAN_FILENAME, plan)
     n_tokens = max_steps * layout.tokens_per_step
-    provenance = {"dataset_fingerprint": fingerprint, "git_commit": git_commit()} if main_process else {}
+    provenance = {"dataset_fingerprint": prepared.fingerprint, "git_commit": git_commit()} if main_process else {}
     wandb_run = None
-    if use_wandb:  # only ever true on the main process
+    if wandb_mode_reason[0] != "disabled":  # only ever on the main process
         wandb_run = start_wandb_run(output_dir, *wandb_mode_reason, project=study.wandb_project, group=study.study_name,
                                     name=training_args.run_name, config={
             "size": run.size, "N": counts["n_params_non_embedding"], "N_total": counts["n_params"],
             "D_planned": n_tokens, "C_planned": 6 * counts["n_params_non_embedding"] * n_tokens,
             "C_total_planned": 6 * counts["n_params"] * n_tokens, "steps": max_steps,
-            "global_batch_tokens": layout.tokens_per_step, "world_size": world_size,
-            **provenance, "dataset": {"path": str(run.dataset), "stats": _wandb_stats(stats)},
-            "tokenizer": {"tokenization": stats.get("tokenization"), "vocab_size": stats.get("vocab_size"),
-                          "bpe_vocab_size": stats.get("bpe_vocab_size"), "params": stats.get("tokenizer_params")},
-            "run": dataclasses.asdict(run), "study": dataclasses.asdict(study)})
+            "global_batch_tokens": layout.tokens_per_step, "world_size": world_size, **provenance,
+            **_wandb_dataset(prepared), "run": dataclasses.asdict(run), "study": dataclasses.asdict(study)})
 
-    def capped(split: str):
-        d = datasets[split]
-        if study.eval_max_blocks and len(d) > study.eval_max_blocks:
-            d = d.select(range(study.eval_max_blocks))
-        return d.with_format("numpy")
-
-    eval_set = capped("validation")
+    eval_set = _eval_blocks(datasets, "validation", study.eval_max_blocks)
     fpt = flops_per_token(config)
     device_name = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     peak = device_peak_flops(device_name, study.peak_tflops)
@@ -477,79 +525,71 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     logger.info("size=%s N=%d (total %d) D=%d tokens, %d steps x %d tokens (%d per device x %d accum x %d "
                 "processes x %d block_size)", run.size, counts["n_params_non_embedding"], counts["n_params"],
                 n_tokens, max_steps, layout.tokens_per_step, layout.per_device_batch_size,
-                layout.gradient_accumulation_steps, world_size, block_size)
+                layout.gradient_accumulation_steps, world_size, prepared.block_size)
     if checkpoint:
         logger.info("Resuming from %s (step %d of %d)", checkpoint, int(checkpoint.name.split("-")[1]), max_steps)
     checkpoint_bytes = 12 * counts["n_params"] + (1 << 20)  # fp32 weights and two Adam moments, plus small files
     with _out_of_space_as_os_error(output_dir, checkpoint_bytes):
-        try:
-            train_output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-            train_wall = time.time() - trainer.start_time
-            train_eval_seconds = trainer.eval_seconds  # periodic evaluations inside the training loop
-
-            eval_metrics = trainer.evaluate(eval_set, metric_key_prefix="eval")
-            test_loss = None
-            if len(datasets["test"]):
-                test_loss = trainer.evaluate(capped("test"), metric_key_prefix="test")["test_loss"]
-        except BaseException:
-            if wandb_run is not None:
-                wandb_run.finish(exit_code=1)  # marks the W&B run failed; the checkpoints stay for a resume
-            raise
+        train_output, train_wall, train_eval_seconds, eval_metrics, test_loss = _train_and_evaluate(
+            trainer, checkpoint, eval_set, _eval_blocks(datasets, "test", study.eval_max_blocks), wandb_run)
+        if not trainer.is_world_process_zero():
+            return {}
         train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-
-        summary: dict[str, Any] = {}
         # training throughput: tokens of this process's loop over its wall clock minus periodic evaluations
         tokens_per_second = (max_steps - trainer.start_step) * layout.tokens_per_step / max(
             train_wall - train_eval_seconds, 1e-9)
-        if trainer.is_world_process_zero():
-            trainer.save_model(str(output_dir))  # safetensors + config.json
-            for weights in output_dir.glob("*.safetensors"):
-                os.chmod(weights, default_file_mode())  # written owner-only; readable like the other files
-            save_tokenizer(tok, output_dir)
-            trainer.save_state()  # trainer_state.json: the log history analysis reads
-            summary = {
-                "run_name": training_args.run_name, "size": run.size, "status": "finished",
-                **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
-                "vocab_size": config.vocab_size, "block_size": block_size,
-                "tokens_trained": n_tokens,
-                "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
-                "flops_total_params": 6 * counts["n_params"] * n_tokens,
-                "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
-                # mean of the logged training losses over the whole run (a resumed run included)
-                "train_loss_mean": float(np.mean(train_losses)) if train_losses else train_output.training_loss,
-                "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
-                "eval_blocks": len(eval_set),
-                "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
-                "per_device_batch_size": layout.per_device_batch_size,
-                "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
-                # the training loop's wall clock, sessions before a resume included; tokens_per_second
-                # is this session's throughput
-                "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
-                "tokens_per_second": tokens_per_second,
-                "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": run.lr_source,
-                **({"lr_rule": rule.to_dict()} if rule is not None else {}),
-                "budget_role": run.budget_role, "compute_budget": run.compute_budget,
-                "flops_per_token": fpt, "device_name": device_name,
-                "peak_flops_per_device": peak,
-                "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,
-                "total_wall_clock_s": time.time() - t_start,
-                "device": str(training_args.device), "bf16": training_args.bf16,
-                "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
-                **provenance,
-                "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
-                           "training": training_args.to_dict(), "model": config.to_dict(),
-                           "dataset": {"path": str(run.dataset), "stats": stats}},
-            }
-            write_json_atomic(output_dir / RUN_SUMMARY_FILENAME, summary)
-            for path in output_dir.glob(f"{CHECKPOINT_PREFIX}*"):
-                shutil.rmtree(path)  # the finished model is saved above; checkpoints only served resuming
-            (output_dir / RUN_PLAN_FILENAME).unlink(missing_ok=True)  # as did the plan they were checked against
-            if wandb_run is not None:
-                wandb_run.summary.update({k: v for k, v in summary.items() if k != "config"})
-                wandb_run.finish()
+        summary = {
+            "run_name": training_args.run_name, "size": run.size, "status": "finished",
+            **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
+            "vocab_size": config.vocab_size, "block_size": prepared.block_size,
+            "tokens_trained": n_tokens,
+            "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
+            "flops_total_params": 6 * counts["n_params"] * n_tokens,
+            "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
+            # mean of the logged training losses over the whole run (a resumed run included)
+            "train_loss_mean": float(np.mean(train_losses)) if train_losses else train_output.training_loss,
+            "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
+            "eval_blocks": len(eval_set),
+            "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
+            "per_device_batch_size": layout.per_device_batch_size,
+            "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
+            # the training loop's wall clock, sessions before a resume included; tokens_per_second
+            # is this session's throughput
+            "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
+            "tokens_per_second": tokens_per_second,
+            "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": run.lr_source,
+            **({"lr_rule": rule.to_dict()} if rule is not None else {}),
+            "budget_role": run.budget_role, "compute_budget": run.compute_budget,
+            "flops_per_token": fpt, "device_name": device_name,
+            "peak_flops_per_device": peak,
+            "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,
+            "total_wall_clock_s": time.time() - t_start,
+            "device": str(training_args.device), "bf16": training_args.bf16,
+            "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
+            **provenance,
+            "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
+                       "training": training_args.to_dict(), "model": config.to_dict(),
+                       "dataset": {"path": str(run.dataset), "stats": stats}},
+        }
+        _save_finished_run(trainer, tok, summary, wandb_run)
     return summary
 
 
-def _wandb_stats(stats: dict[str, Any]) -> dict[str, Any]:
-    """stats.json without its long text fields (the skip-reason glossary, the arguments)."""
-    return {k: v for k, v in stats.items() if k not in ("skip_reasons", "arguments", "tokenizer_params")}
+def _eval_blocks(datasets: Any, split: str, max_blocks: int) -> Any:
+    """The first ``max_blocks`` blocks of ``split`` (all when 0), as numpy rows: the same blocks for
+    every size, a random sample of the split's pieces (`data.pipeline` packs them shuffled)."""
+    blocks = datasets[split]
+    if max_blocks and len(blocks) > max_blocks:
+        blocks = blocks.select(range(max_blocks))
+    return blocks.with_format("numpy")
+
+
+def _wandb_dataset(prepared: PreparedDataset) -> dict[str, Any]:
+    """The dataset and tokenizer of a run for its W&B config: stats.json without its long text fields
+    (the skip-reason glossary, the arguments)."""
+    stats = prepared.stats
+    return {"dataset": {"path": str(prepared.path), "stats": {k: v for k, v in stats.items()
+                                                             if k not in ("skip_reasons", "arguments",
+                                                                          "tokenizer_params")}},
+            "tokenizer": {"tokenization": stats.get("tokenization"), "vocab_size": stats.get("vocab_size"),
+                          "bpe_vocab_size": stats.get("bpe_vocab_size"), "params": stats.get("tokenizer_params")}}

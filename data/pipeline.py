@@ -473,16 +473,7 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
     """
     t0 = time.time()
     out = Path(args.output)
-    items = list_source_items(args.source)
-    excluded = [item for item in items if is_excluded(item["source_id"], args.exclude)]
-    if excluded:
-        left_out = {item["source_id"] for item in excluded}
-        items = [item for item in items if item["source_id"] not in left_out]
-        print(f"Excluded {len(excluded)} items matching {' '.join(args.exclude)}")
-        if not items:
-            raise ValueError(f"--exclude {' '.join(args.exclude)} leaves no item of {args.source}.")
-    if args.max_files:
-        items = items[: args.max_files]
+    items, excluded = _items_to_prepare(args)
     out.mkdir(parents=True, exist_ok=True)
     _roll_back_interrupted_commit(out)
     work = out / "_work"  # tokenized shards and intermediate Arrow files; removed at the end
@@ -503,63 +494,21 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
     result = work / "result"
     shutil.rmtree(result, ignore_errors=True)
     result.mkdir()
-    split_codes, counts = write_manifest(pieces, result / MANIFEST_FILENAME, args, excluded)
-    if not counts["items_kept"]:
-        raise ValueError(f"No usable piece among {len(items)} items from {args.source}; "
-                         f"see the reasons in {result / MANIFEST_FILENAME}.")
-    split_rows = {s: np.flatnonzero(split_codes == k) for k, s in enumerate(SPLITS)}
-    empty = [s for s in SPLITS if not len(split_rows[s]) and (s == "train" or _fraction(args, s) > 0)]
-    if empty:
-        raise ValueError(f"Split(s) {empty} got no piece out of {counts['items_kept']} "
-                         "unique pieces; use more files or larger --val-fraction/--test-fraction.")
+    split_rows, counts = _split_by_piece(pieces, result / MANIFEST_FILENAME, args, excluded, len(items))
     splits = {s: pieces.select(rows) for s, rows in split_rows.items()}
-
     # 5. optional BPE, trained on train pieces only, then re-encode every split
     if args.bpe_vocab_size:
-        train_items = [dict(r) for r in splits["train"].select_columns(["source_id", "path", "abc"])]
-        files = bpe_training_files(train_items, work / "bpe_midi")
-        train_bpe(tok, TokTrainingIterator(tok, files), args.bpe_vocab_size)
-        tok_path = save_tokenizer(tok, work / "bpe")
-        tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": file_sha1(tok_path)}
-        for s in SPLITS:
-            splits[s] = splits[s].remove_columns("input_ids").map(
-                lambda item, **kw: {k: v for k, v in tokenize_item(item, **kw).items()
-                                    if k in ("input_ids", "num_tokens")},
-                fn_kwargs={**tok_kwargs, "limits": asdict(args.limits())},
-                num_proc=num_proc if num_proc > 1 and len(splits[s]) > 16 else None, desc=f"BPE-encoding {s}")
-
+        tok_kwargs = _encode_with_bpe(tok, splits, args, work, num_proc)
     # 6. transposition of train pieces only (after the split, so no leak)
     splits = {s: d.select_columns(["source_id", "num_notes", "num_tokens", "input_ids"]).add_column(
         "transpose", [0] * len(d)) for s, d in splits.items()}
     num_augmented = 0
     if args.augment_transpose:
-        originals = pieces.select(split_rows["train"])
-        shifted = originals.map(
-            transpose_item, batched=True, batch_size=8, remove_columns=originals.column_names,
-            fn_kwargs={**tok_kwargs, "max_shift": args.augment_transpose},
-            num_proc=num_proc if num_proc > 1 and len(originals) > 16 else None, desc="Transposing")
-        num_augmented = len(shifted)
-        splits["train"] = concatenate_datasets([splits["train"], shifted.cast(splits["train"].features)])
-
-    # 7. pack; pieces in a seeded random order so blocks mix sources, and the first
-    #    eval_max_blocks validation/test blocks are a random sample of their pieces
+        num_augmented = _add_transpositions(splits, pieces.select(split_rows["train"]), tok_kwargs,
+                                            args.augment_transpose, num_proc)
+    # 7. pack
     ids = special_token_ids(tok)
-    packed, stats_splits = {}, {}
-    for s in SPLITS:
-        d = splits[s].shuffle(seed=args.seed)
-        shutil.rmtree(work / f"split_{s}", ignore_errors=True)  # and any cache a killed run left there
-        d.save_to_disk(work / f"split_{s}")
-        d = load_from_disk(work / f"split_{s}")
-        packed[s], dropped = pack_dataset(d, args.block_size, ids["bos"], ids["eos"], num_proc=num_proc)
-        notes, tokens = int(np.sum(d["num_notes"])) if len(d) else 0, int(np.sum(d["num_tokens"])) if len(d) else 0
-        stats_splits[s] = {
-            "pieces": len(split_rows[s]),
-            "sequences_with_augmentation": len(d),
-            "notes": notes, "tokens": tokens,
-            "tokens_per_note": tokens / notes if notes else None,
-            "blocks": len(packed[s]), "packed_tokens": len(packed[s]) * args.block_size,
-            "dropped_tokens": dropped,
-        }
+    packed, stats_splits = _pack_splits(splits, split_rows, args, ids, work, num_proc)
 
     # 8. save
     dataset_dict = DatasetDict(packed)
@@ -590,6 +539,97 @@ def _prepare_dataset(args: DataArguments, command_line: str = "") -> dict[str, A
     _commit_outputs(result, out)
     shutil.rmtree(work, ignore_errors=True)
     return stats
+
+
+def _items_to_prepare(args: DataArguments) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The source's items less those ``--exclude`` names, cut to ``--max-files``: ``(items, excluded)``.
+
+    Raises:
+        ValueError: ``--exclude`` leaves no item.
+    """
+    items = list_source_items(args.source)
+    excluded = [item for item in items if is_excluded(item["source_id"], args.exclude)]
+    if excluded:
+        left_out = {item["source_id"] for item in excluded}
+        items = [item for item in items if item["source_id"] not in left_out]
+        print(f"Excluded {len(excluded)} items matching {' '.join(args.exclude)}")
+        if not items:
+            raise ValueError(f"--exclude {' '.join(args.exclude)} leaves no item of {args.source}.")
+    return (items[: args.max_files] if args.max_files else items), excluded
+
+
+def _split_by_piece(pieces: Dataset, manifest: Path, args: DataArguments, excluded: list[dict[str, Any]],
+                    num_items: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Deduplicate and split the tokenized pieces (`write_manifest`): split -> rows of ``pieces``,
+    and the item counts.
+
+    Raises:
+        ValueError: no piece survived, or a split that should have pieces has none.
+    """
+    split_codes, counts = write_manifest(pieces, manifest, args, excluded)
+    if not counts["items_kept"]:
+        raise ValueError(f"No usable piece among {num_items} items from {args.source}; "
+                         f"see the reasons in {manifest}.")
+    split_rows = {s: np.flatnonzero(split_codes == k) for k, s in enumerate(SPLITS)}
+    empty = [s for s in SPLITS if not len(split_rows[s]) and (s == "train" or _fraction(args, s) > 0)]
+    if empty:
+        raise ValueError(f"Split(s) {empty} got no piece out of {counts['items_kept']} "
+                         "unique pieces; use more files or larger --val-fraction/--test-fraction.")
+    return split_rows, counts
+
+
+def _encode_with_bpe(tok: Any, splits: dict[str, Dataset], args: DataArguments, work: Path,
+                     num_proc: int) -> dict[str, str]:
+    """Train BPE on the train pieces only and re-encode every split in place; the new tokenizer's
+    ``tokenize_item`` arguments (path and SHA-1)."""
+    train_items = [dict(r) for r in splits["train"].select_columns(["source_id", "path", "abc"])]
+    files = bpe_training_files(train_items, work / "bpe_midi")
+    train_bpe(tok, TokTrainingIterator(tok, files), args.bpe_vocab_size)
+    tok_path = save_tokenizer(tok, work / "bpe")
+    tok_kwargs = {"tokenizer_path": str(tok_path), "tokenizer_sha1": file_sha1(tok_path)}
+    for s in SPLITS:
+        splits[s] = splits[s].remove_columns("input_ids").map(
+            lambda item, **kw: {k: v for k, v in tokenize_item(item, **kw).items()
+                                if k in ("input_ids", "num_tokens")},
+            fn_kwargs={**tok_kwargs, "limits": asdict(args.limits())},
+            num_proc=num_proc if num_proc > 1 and len(splits[s]) > 16 else None, desc=f"BPE-encoding {s}")
+    return tok_kwargs
+
+
+def _add_transpositions(splits: dict[str, Dataset], originals: Dataset, tok_kwargs: dict[str, str],
+                        max_shift: int, num_proc: int) -> int:
+    """Append every transposition of the train pieces that fits (`transpose_item`) to
+    ``splits["train"]``; the number of sequences added."""
+    shifted = originals.map(
+        transpose_item, batched=True, batch_size=8, remove_columns=originals.column_names,
+        fn_kwargs={**tok_kwargs, "max_shift": max_shift},
+        num_proc=num_proc if num_proc > 1 and len(originals) > 16 else None, desc="Transposing")
+    splits["train"] = concatenate_datasets([splits["train"], shifted.cast(splits["train"].features)])
+    return len(shifted)
+
+
+def _pack_splits(splits: dict[str, Dataset], split_rows: dict[str, np.ndarray], args: DataArguments,
+                 ids: dict[str, int], work: Path, num_proc: int) -> tuple[dict[str, Dataset], dict[str, Any]]:
+    """Pack each split into ``block_size`` blocks (`data.packing.pack_dataset`), its pieces in a
+    seeded random order so blocks mix sources and the first ``eval_max_blocks`` validation/test
+    blocks are a random sample of their pieces: ``(split -> blocks, split -> its stats)``."""
+    packed, stats_splits = {}, {}
+    for s in SPLITS:
+        d = splits[s].shuffle(seed=args.seed)
+        shutil.rmtree(work / f"split_{s}", ignore_errors=True)  # and any cache a killed run left there
+        d.save_to_disk(work / f"split_{s}")
+        d = load_from_disk(work / f"split_{s}")
+        packed[s], dropped = pack_dataset(d, args.block_size, ids["bos"], ids["eos"], num_proc=num_proc)
+        notes, tokens = int(np.sum(d["num_notes"])) if len(d) else 0, int(np.sum(d["num_tokens"])) if len(d) else 0
+        stats_splits[s] = {
+            "pieces": len(split_rows[s]),
+            "sequences_with_augmentation": len(d),
+            "notes": notes, "tokens": tokens,
+            "tokens_per_note": tokens / notes if notes else None,
+            "blocks": len(packed[s]), "packed_tokens": len(packed[s]) * args.block_size,
+            "dropped_tokens": dropped,
+        }
+    return packed, stats_splits
 
 
 def _fraction(args: DataArguments, split: str) -> float:

@@ -40,11 +40,11 @@ from configs.study import (
 from data.prepared import read_prepared_dataset
 from sharing.push import repo_id_for_size
 from training.batch import check_plan
+from training.checkpoints import run_recipe
 from training.run import (
     LR_RULE_FILENAME,
     RUN_SUMMARY_FILENAME,
     RunArguments,
-    run_recipe,
 )
 from training.study import (
     RESULTS_FILENAME,

@@ -137,7 +137,7 @@ def _truncate(path: Path) -> None:
     (lambda p: (p / "trainer_state.json").write_text('{"global_step": 5}'), "trainer_state.json is at step 5,"),
 ])
 def test_a_damaged_checkpoint_is_passed_over(killed_run, tmp_path, damage, reason):
-    from training.run import checkpoint_problem, last_complete_checkpoint
+    from training.checkpoints import checkpoint_problem, last_complete_checkpoint
 
     complete = killed_run[2]
     older, newer = _checkpoint(tmp_path, complete, 10), _checkpoint(tmp_path, complete, 20)
@@ -151,23 +151,20 @@ def test_a_damaged_checkpoint_is_passed_over(killed_run, tmp_path, damage, reaso
 
 
 def test_which_checkpoint_is_resumed(killed_run, tmp_path):
-    from training.run import RunArguments, _checkpoint_to_resume
-
-    def args(resume=False, restart=False):
-        return RunArguments(size="demo1", dataset="x", resume=resume, restart=restart)
+    from training.checkpoints import checkpoint_to_resume
 
     complete = killed_run[2]
-    assert _checkpoint_to_resume(args(), tmp_path, 30, 512) is None  # nothing to resume: start
+    assert checkpoint_to_resume(tmp_path, 30, 512) is None  # nothing to resume: start
     with pytest.raises(ValueError, match="no complete checkpoint"):
-        _checkpoint_to_resume(args(resume=True), tmp_path, 30, 512)
+        checkpoint_to_resume(tmp_path, 30, 512, resume=True)
     _checkpoint(tmp_path, complete, 10)
     _checkpoint(tmp_path, complete, 20)
     (tmp_path / "checkpoint-30").mkdir()  # being written when the process was killed
-    assert _checkpoint_to_resume(args(), tmp_path, 30, 512).name == "checkpoint-20"
+    assert checkpoint_to_resume(tmp_path, 30, 512).name == "checkpoint-20"
     with pytest.raises(ValueError, match="belongs to a run of 30 steps, this one plans 20"):
-        _checkpoint_to_resume(args(), tmp_path, 20, 512)  # another budget would change D
+        checkpoint_to_resume(tmp_path, 20, 512)  # another budget would change D
     (tmp_path / "run_summary.json").write_text("{}")
     with pytest.raises(ValueError, match="holds a finished run"):
-        _checkpoint_to_resume(args(), tmp_path, 30, 512)  # never retrain over a finished run silently
-    assert _checkpoint_to_resume(args(restart=True), tmp_path, 30, 512) is None
+        checkpoint_to_resume(tmp_path, 30, 512)  # never retrain over a finished run silently
+    assert checkpoint_to_resume(tmp_path, 30, 512, restart=True) is None
     assert not list(tmp_path.glob("checkpoint-*")) and not (tmp_path / "run_summary.json").exists()

@@ -23,9 +23,9 @@ import pandas as pd
 
 from analysis.lr_sweep import LrRule, SizeSweep, fit_lr_rule, sweep_of_size
 from common.io import write_json_atomic
-from configs.naming import run_name, size_name
+from configs.naming import RUN_SUMMARY_FILENAME, run_name, size_name
 from configs.sampling import SamplingArguments
-from training.run import RUN_SUMMARY_FILENAME, recipe_differences, recipe_of_summary
+from training.checkpoints import recipe_differences, recipe_of_summary
 
 RESULTS_FILENAME = "results.json"
 _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops", "train_loss",
@@ -180,7 +180,7 @@ def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | No
             ``config.training`` only).
         run: its plan; a rate or seed left None is not compared.
         main_tokens: the study's own D, for runs on the main budget (None: D is not compared).
-        recipe: the study's `training.run.run_recipe` (dataset fingerprint, block size, batch,
+        recipe: the study's `training.checkpoints.run_recipe` (dataset fingerprint, block size, batch,
             schedule); None: not compared.
     """
     training = (summary.get("config") or {}).get("training") or {}
@@ -216,7 +216,7 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
             runs only.
         main_tokens: the study's own D; with it, a finished run is checked against its planned
             D, learning rate and seed before it is reused.
-        recipe: the study's `training.run.run_recipe`; with it, a finished run is also checked
+        recipe: the study's `training.checkpoints.run_recipe`; with it, a finished run is also checked
             for its dataset, block size, batch and schedule.
 
     Raises:
@@ -301,7 +301,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
     """Sweep each size's learning rate on the main budget, smallest size first, and fit lr*(N).
 
     Each size trains at ``centre_i * f`` for every factor ``f`` (runs ``<size>-lr<rate>``, see
-    `run_name`), where ``centre_i`` is ``centre`` for the first size, then the rule
+    `configs.naming.run_name`), where ``centre_i`` is ``centre`` for the first size, then the rule
     lr*(N) = k N^-gamma fitted to the sizes swept so far (or the previous size's lr* while
     only one is known), since on text the best rate falls with width. When the best rate is the
     lowest or highest tried, up to ``extend`` further rates are added beyond it, one at a

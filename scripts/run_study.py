@@ -49,9 +49,11 @@ from training.run import (
 from training.study import (
     RESULTS_FILENAME,
     PlannedRun,
+    StudyInterrupted,
     StudyRunnerArguments,
     flags_for_each_run,
     plan_study_runs,
+    run_slots,
     run_study,
     stale_reason,
     sweep_learning_rates,
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     command = [*shlex.split(runner.launcher), str(train_script), "--dataset", run.dataset, "--study", study.study,
                *passthrough]
     main_tokens = steps * layout.tokens_per_step
+    slots = run_slots(runner.parallel, runner.gpus_per_run)
+    if len(slots) > 1:
+        print(f"{len(slots)} runs at once, each with " + " / ".join(f"{k}={v}" for k, v in slots[0].items()))
     per_size = (lambda size: ["--hub_model_id", repo_id_for_size(hub_id, size)]) if hub_id else None
     study_dir = Path(training_args.output_dir)
 
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if swept:
         sweeps, rule = sweep_learning_rates(swept, n_params, study_dir, command, centre=training_args.learning_rate,
                                             factors=study.lr_sweep_factors, extend=study.lr_sweep_extend,
-                                            main_tokens=main_tokens, recipe=recipe)
+                                            main_tokens=main_tokens, recipe=recipe, slots=slots)
         write_json_atomic(study_dir / LR_RULE_FILENAME, {
             "rule": rule.to_dict() if isinstance(rule, LrRule) else None,
             "reason": rule if isinstance(rule, str) else "", "sweeps": {k: v.to_dict() for k, v in sweeps.items()}})
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                  s, learning_rate=lr_of[s].learning_rate if lr_of[s].lr_source == "swept" else None, seed=seed))
              for seed in study.repeat_seeds for s in repeated]
     todo += [at_rate(r) for r in runs[len(sizes):] if r.size in lr_of]
-    run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens, recipe=recipe)
+    run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens, recipe=recipe, slots=slots)
     results = json.loads((study_dir / RESULTS_FILENAME).read_text())  # every run of the study, sweeps included
     if study.sample_count:
         from generation.pipeline import sample_study
@@ -176,5 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def _main_stopping_cleanly(argv: list[str] | None = None) -> int:
+    """`main`, with an interruption (Ctrl-C, SIGTERM) reported in one line: exit 130."""
+    try:
+        return main(argv)
+    except StudyInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 130
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_main(main))
+    raise SystemExit(run_main(_main_stopping_cleanly))

@@ -1,20 +1,27 @@
-"""Run every size of a study in sequence, one process per size.
+"""Run every run of a study, one process each, one after another or several at once.
 
-Each size runs as its own process (``python scripts/train.py`` or a launcher such as
-``accelerate launch``) so that a crash, an out-of-memory kill or a hung collective in one
-size is recorded and the next size still runs, and memory is returned between sizes.
+Each run is its own process (``python scripts/train.py`` or a launcher such as ``accelerate
+launch``) so that a crash, an out-of-memory kill or a hung collective in one run is recorded
+and the others still run, and memory is returned between runs. Independent runs can share a
+machine (`run_slots`: one per GPU, or the CPU cores split); a run can wait for others
+(`PlannedRun.after`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,7 @@ from analysis.lr_sweep import LrRule, SizeSweep, fit_lr_rule, sweep_of_size
 from common.io import write_json_atomic
 from configs.naming import RUN_SUMMARY_FILENAME, run_name, size_name
 from configs.sampling import SamplingArguments
+from data.isolation import die_with_parent
 from training.checkpoints import recipe_differences, recipe_of_summary
 
 RESULTS_FILENAME = "results.json"
@@ -38,6 +46,12 @@ class StudyRunnerArguments:
 
     launcher: str = field(default=shlex.quote(sys.executable), metadata={
         "help": 'Command that runs a script, e.g. "accelerate launch --num_processes 4".'})
+    parallel: int = field(default=1, metadata={
+        "help": "Runs trained at once on this machine: with GPUs each gets --gpus_per_run of them "
+                "(CUDA_VISIBLE_DEVICES), on CPU the cores are split between them (OMP_NUM_THREADS); 0 = one per "
+                "--gpus_per_run GPUs (1 without a GPU). Runs that wait for others (a size's sweep) start when "
+                "those have finished."})
+    gpus_per_run: int = field(default=1, metadata={"help": "GPUs each run gets when --parallel runs share a machine."})
 
 
 # set for each run by the runner (its rate, Hub repository, name, folder, place in the study), or the
@@ -74,6 +88,7 @@ class PlannedRun:
         lr_source: where it came from (``fixed``, ``swept``, ``rule``); "" = the study's default.
         lr_rule: the rule file that sets the rate (with ``lr_source`` ``rule``), "" for none.
         seed: the seed; None = the study's ``seed``.
+        after: names of runs this one starts after (it is not started when one of them fails).
     """
 
     size: str
@@ -84,6 +99,7 @@ class PlannedRun:
     lr_source: str = ""
     lr_rule: str = ""
     seed: int | None = None
+    after: tuple[str, ...] = ()
 
     @property
     def main_budget(self) -> bool:
@@ -199,86 +215,233 @@ def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | No
     return "; ".join(differences)
 
 
+def run_slots(parallel: int, gpus_per_run: int = 1, *, num_gpus: int | None = None,
+              num_cpus: int | None = None) -> list[dict[str, str]]:
+    """The environment of each of ``parallel`` runs trained at once on this machine.
+
+    With GPUs, run ``i`` sees its own ``gpus_per_run`` of them (``CUDA_VISIBLE_DEVICES``); on CPU
+    the cores are split between the runs (``OMP_NUM_THREADS``, which sets torch's threads), so
+    that runs side by side do not oversubscribe the cores.
+
+    Args:
+        parallel: runs at once; 0 = one per ``gpus_per_run`` GPUs, or 1 without a GPU.
+        gpus_per_run: GPUs given to each run (a launcher such as ``accelerate launch
+            --num_processes K`` uses them).
+        num_gpus, num_cpus: what the machine has (default: counted).
+
+    Raises:
+        ValueError: more GPUs asked for than the machine has.
+    """
+    if num_gpus is None:
+        import torch
+
+        num_gpus = torch.cuda.device_count()
+    num_cpus = num_cpus or len(os.sched_getaffinity(0))
+    if num_gpus:
+        parallel = parallel or max(1, num_gpus // gpus_per_run)
+        if parallel * gpus_per_run > num_gpus:
+            raise ValueError(f"--parallel {parallel} x --gpus_per_run {gpus_per_run} needs {parallel * gpus_per_run} "
+                             f"GPUs; this machine has {num_gpus}.")
+        return [{"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in range(i * gpus_per_run, (i + 1) * gpus_per_run))}
+                for i in range(parallel)]
+    parallel = parallel or 1
+    return [{"OMP_NUM_THREADS": str(max(1, num_cpus // parallel))} for _ in range(parallel)]
+
+
+class StudyInterrupted(Exception):
+    """The study runner was told to stop (SIGINT or SIGTERM); every run it started was stopped."""
+
+
 def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_command: list[str], *,
               log: Any = print, size_args: Callable[[str], list[str]] | None = None,
-              main_tokens: int | None = None, recipe: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Train each run unless its ``run_summary.json`` exists; write ``results.json``.
+              main_tokens: int | None = None, recipe: dict[str, Any] | None = None,
+              slots: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Train each run unless its ``run_summary.json`` exists, up to ``len(slots)`` at once; write ``results.json``.
+
+    Each run is a process of its own (its own process group), so a crash, an out-of-memory
+    kill or a hung collective in one run is recorded and the others go on. A run waits for
+    the runs named in its ``after``; a run whose dependency failed is not started
+    (``dependency_failed``). SIGINT or SIGTERM stops every run started (SIGTERM to its process
+    group, SIGKILL 30 s later), records them as ``interrupted`` and raises `StudyInterrupted`;
+    the same command resumes each from its last complete checkpoint.
 
     Args:
         sizes: size names (one run each, on the study's budget) or `PlannedRun` entries
-            (see `plan_study_runs`), smallest first.
-        study_dir: one sub-folder per size is created in it.
+            (see `plan_study_runs`), smallest first: the order runs start in.
+        study_dir: one sub-folder per run is created in it.
         train_command: command prefix that trains one size, e.g. ``[python,
             scripts/train.py, --dataset, D, --study, S]``; ``--size`` and
-            ``--output-dir`` are appended per size.
-        log: called with one progress line per run.
+            ``--output-dir`` are appended per run.
+        log: called with one progress line as each run starts and ends, and a last line
+            counting what finished, failed and was left.
         size_args: extra arguments for one size (e.g. its own ``--hub_model_id``); main-budget
             runs only.
         main_tokens: the study's own D; with it, a finished run is checked against its planned
             D, learning rate and seed before it is reused.
         recipe: the study's `training.checkpoints.run_recipe`; with it, a finished run is also checked
             for its dataset, block size, batch and schedule.
+        slots: the environment of each run trained at once (`run_slots`); default one run at a
+            time in this process's environment.
 
     Raises:
         ValueError: a finished run was trained on another D, learning rate, seed, dataset, batch or
-            schedule than planned.
+            schedule than planned, or a run waits for a run that is not in the study.
+        StudyInterrupted: SIGINT or SIGTERM (results.json is written first).
 
     Returns:
-        One entry per run: ``size``, ``run_name``, ``max_tokens``, ``compute_budget``,
-        ``status`` (``finished``, ``existing``, ``failed``), ``run_dir``, ``seconds``, the main
-        summary fields when finished, and ``returncode`` / ``error`` (last lines of the log) when failed.
+        One entry per run, in the order of ``sizes``: ``size``, ``run_name``, ``max_tokens``,
+        ``compute_budget``, ``status`` (``finished``, ``existing``, ``failed``,
+        ``dependency_failed``), ``run_dir``, ``seconds``, the main summary fields when finished,
+        and ``returncode`` / ``error`` (last lines of the log) when failed.
     """
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
     runs = [r if isinstance(r, PlannedRun) else PlannedRun(r, run_name(r)) for r in sizes]
     names = {r.run_name for r in runs}
+    for run in runs:  # a run may wait for one finished before, outside this list
+        unknown = [d for d in run.after if d not in names and not (study_dir / d / RUN_SUMMARY_FILENAME).is_file()]
+        if unknown:
+            raise ValueError(f"{run.run_name} waits for {unknown}, which neither this study plans nor has finished.")
     try:  # entries of runs not run this time stay in results.json
         earlier = [e for e in json.loads((study_dir / RESULTS_FILENAME).read_text())
                    if e.get("run_name", run_name(str(e.get("size")))) not in names]
     except (OSError, ValueError, AttributeError):
         earlier = []
-    for i, run in enumerate(runs, 1):
-        size, name = run.size, run.run_name
-        run_dir = study_dir / name
-        summary_path = run_dir / RUN_SUMMARY_FILENAME
-        entry: dict[str, Any] = {"size": size, "run_name": name, "max_tokens": run.max_tokens,
-                                 "compute_budget": run.compute_budget or None, "run_dir": str(run_dir)}
-        if summary_path.is_file():
-            stale = stale_reason(_read_summary(study_dir, name) or {}, run, main_tokens, recipe)
+    entries: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        entries[run.run_name] = {"size": run.size, "run_name": run.run_name, "max_tokens": run.max_tokens,
+                                 "compute_budget": run.compute_budget or None, "run_dir": str(study_dir / run.run_name)}
+        if (study_dir / run.run_name / RUN_SUMMARY_FILENAME).is_file():
+            stale = stale_reason(_read_summary(study_dir, run.run_name) or {}, run, main_tokens, recipe)
             if stale:
-                raise ValueError(f"{run_dir} {stale}; delete the folder to retrain it, or use another --output-dir.")
-            entry["status"] = "existing"
-            log(f"[{i}/{len(runs)}] {name}: run_summary.json exists, skipped")
-        else:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            log_path = run_dir / "train.log"
-            log(f"[{i}/{len(runs)}] {name}: training (log: {log_path})")
-            t0 = time.time()
-            with log_path.open("w") as f:
-                first = run.main_budget and run.seed is None and run.lr_source != "swept"
-                extra = (size_args(size) if size_args and first else []) + run.train_args()
-                proc = subprocess.run([*train_command, "--size", size, "--output_dir", str(run_dir), *extra],
-                                      stdout=f, stderr=subprocess.STDOUT, check=False)
-            entry["seconds"] = round(time.time() - t0, 1)
-            if proc.returncode == 0 and summary_path.is_file():
-                entry["status"] = "finished"
-            else:
-                tail = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
-                entry.update(status="failed", returncode=proc.returncode, error="\n".join(tail))
-                log(f"    {name} FAILED (exit {proc.returncode}) after {entry['seconds']} s; last lines:\n"
-                    + "\n".join("      " + line for line in tail[-5:]))
-        if summary_path.is_file():
-            summary = json.loads(summary_path.read_text())
-            entry.update({k: summary.get(k) for k in _SUMMARY_KEYS})
-            if entry["status"] == "finished":
-                log(f"    {name}: N={summary['n_params_non_embedding']:,} eval_loss={summary['eval_loss']:.4f} "
-                    f"{summary['tokens_per_second']:,.0f} tokens/s, {entry['seconds']} s")
-        if entry["status"] == "finished" and list((run_dir / "wandb").glob("offline-run-*")):
-            log(f"    {name}: W&B run saved offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*")
-        results.append(entry)
-        write_json_atomic(study_dir / RESULTS_FILENAME, earlier + results)  # partial results survive a crash
+                raise ValueError(f"{study_dir / run.run_name} {stale}; delete the folder to retrain it, or use another "
+                                 "--output-dir.")
+            summary = _read_summary(study_dir, run.run_name) or {}
+            entries[run.run_name].update(status="existing", **{k: summary.get(k) for k in _SUMMARY_KEYS})
+            log(f"{run.run_name}: run_summary.json exists, skipped")
+
+    def save() -> None:  # partial results survive a crash
+        write_json_atomic(study_dir / RESULTS_FILENAME,
+                          earlier + [entries[r.run_name] for r in runs if "status" in entries[r.run_name]])
+
+    def command(run: PlannedRun) -> list[str]:
+        first = run.main_budget and run.seed is None and run.lr_source != "swept"
+        extra = (size_args(run.size) if size_args and first else []) + run.train_args()
+        return [*train_command, "--size", run.size, "--output_dir", str(study_dir / run.run_name), *extra]
+
+    save()
+    free = list(slots or [{}])
+    width = len(free)
+    pending = [r for r in runs if "status" not in entries[r.run_name]]
+    running: dict[Future, tuple[PlannedRun, subprocess.Popen, float, dict[str, str]]] = {}
+    waiter = ThreadPoolExecutor(max_workers=width)  # threads only wait; every run starts from this thread
+    try:
+        with _signals_as_interruption():
+            while pending or running:
+                for run in list(pending):
+                    deps = [entries[d].get("status") if d in entries else "existing" for d in run.after]
+                    if any(d in ("failed", "dependency_failed", "interrupted") for d in deps):
+                        pending.remove(run)
+                        entries[run.run_name].update(status="dependency_failed",
+                                                     error=f"not started: {', '.join(run.after)} did not finish")
+                        log(f"{run.run_name}: not started, a run it waits for ({', '.join(run.after)}) failed")
+                        save()
+                    elif all(d in ("finished", "existing") for d in deps) and free:
+                        pending.remove(run)
+                        slot = free.pop(0)
+                        proc = _start_run(command(run), study_dir / run.run_name, slot)
+                        running[waiter.submit(proc.wait)] = (run, proc, time.time(), slot)
+                        log(f"{run.run_name}: training ({len(running)} running, {len(pending)} waiting; log: "
+                            f"{study_dir / run.run_name / 'train.log'})")
+                if not running:
+                    if pending:
+                        raise ValueError(f"runs wait for each other in a circle: {[r.run_name for r in pending]}")
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    run, proc, t0, slot = running.pop(future)
+                    free.append(slot)
+                    _record_result(entries[run.run_name], proc.returncode, round(time.time() - t0, 1),
+                                   study_dir / run.run_name, log)
+                    save()
+    except (KeyboardInterrupt, StudyInterrupted) as err:
+        procs = [proc for _, proc, _, _ in running.values()]
+        log(f"interrupted: stopping {len(procs)} running run(s); run the same command to resume them")
+        _stop_process_groups(procs)
+        for run, *_ in running.values():
+            entries[run.run_name]["status"] = "interrupted"
+        save()
+        raise StudyInterrupted(f"stopped by {type(err).__name__}; {len(procs)} run(s) stopped, each resumes from "
+                               "its last complete checkpoint when the same command is run again") from err
+    finally:
+        waiter.shutdown(wait=True)
+    results = [entries[r.run_name] for r in runs]
+    counts = {status: sum(e["status"] == status for e in results) for status in
+              ("finished", "existing", "failed", "dependency_failed")}
+    log("study: " + ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in counts.items() if n))
     return results
+
+
+def _start_run(command: list[str], run_dir: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start one run, its output into ``run_dir/train.log``, in its own session and process group
+    (stopped as a whole by `_stop_process_groups`) and killed if the study runner dies."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "train.log").open("w") as log_file:
+        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                start_new_session=True, preexec_fn=die_with_parent)
+
+
+def _record_result(entry: dict[str, Any], returncode: int, seconds: float, run_dir: Path, log: Any) -> None:
+    """Fill a run's results.json entry from its exit and its run_summary.json; one progress line."""
+    name, summary_path = entry["run_name"], run_dir / RUN_SUMMARY_FILENAME
+    entry["seconds"] = seconds
+    if returncode == 0 and summary_path.is_file():
+        entry["status"] = "finished"
+        summary = json.loads(summary_path.read_text())
+        entry.update({k: summary.get(k) for k in _SUMMARY_KEYS})
+        log(f"{name}: finished, N={summary['n_params_non_embedding']:,} eval_loss={summary['eval_loss']:.4f} "
+            f"{summary['tokens_per_second']:,.0f} tokens/s, {entry['seconds']} s")
+        if list((run_dir / "wandb").glob("offline-run-*")):
+            log(f"    {name}: W&B run saved offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*")
+        return
+    tail = (run_dir / "train.log").read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
+    entry.update(status="failed", returncode=returncode, error="\n".join(tail))
+    log(f"{name}: FAILED (exit {returncode}) after {entry['seconds']} s; last lines:\n"
+        + "\n".join("      " + line for line in tail[-5:]))
+
+
+def _stop_process_groups(procs: list[subprocess.Popen], grace_sec: float = 30.0) -> None:
+    """SIGTERM each run's process group (its launcher and every process under it), SIGKILL what is
+    left after ``grace_sec``, and reap them; each run's last complete checkpoint stays for a resume."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + grace_sec
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        procs = [p for p in procs if p.poll() is None]
+        if not procs:
+            return
+
+
+@contextlib.contextmanager
+def _signals_as_interruption() -> Iterator[None]:
+    """Inside the block, SIGTERM raises `StudyInterrupted` in the main thread, as SIGINT raises
+    KeyboardInterrupt (a scheduler's or ``kill``'s stop then stops the runs too)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise StudyInterrupted(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _read_summary(study_dir: Path, name: str) -> dict[str, Any] | None:
@@ -296,8 +459,8 @@ def _sweep_grid(centre: float, factors: list[float]) -> list[float]:
 def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: str | Path,
                          train_command: list[str], *, centre: float, factors: list[float], extend: int = 2,
                          metric: str = "eval_loss", log: Any = print,
-                         main_tokens: int | None = None,
-                         recipe: dict[str, Any] | None = None) -> tuple[dict[str, SizeSweep], LrRule | str]:
+                         main_tokens: int | None = None, recipe: dict[str, Any] | None = None,
+                         slots: list[dict[str, str]] | None = None) -> tuple[dict[str, SizeSweep], LrRule | str]:
     """Sweep each size's learning rate on the main budget, smallest size first, and fit lr*(N).
 
     Each size trains at ``centre_i * f`` for every factor ``f`` (runs ``<size>-lr<rate>``, see
@@ -319,6 +482,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         log: progress lines.
         main_tokens, recipe: the study's D and recipe, to check finished runs before reusing them
             (see `run_study`).
+        slots: the environments of runs trained at once (`run_slots`): a size's rates train side by side.
 
     Returns:
         ``(sweeps, rule)``: size -> `analysis.lr_sweep.SizeSweep` for every size with a
@@ -338,7 +502,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         for added in range(extend + 1):
             planned = [PlannedRun(size, run_name(size, learning_rate=r), learning_rate=r, lr_source="swept")
                        for r in rates]
-            run_study(planned, study_dir, train_command, log=log, main_tokens=main_tokens, recipe=recipe)
+            run_study(planned, study_dir, train_command, log=log, main_tokens=main_tokens, recipe=recipe, slots=slots)
             rows = [{"run_name": r.run_name, "learning_rate": r.learning_rate, metric: summary.get(metric)}
                     for r in planned if (summary := _read_summary(study_dir, r.run_name)) and summary.get(metric)]
             if not rows:

@@ -134,6 +134,9 @@ def test_offline_run_is_named_and_holds_the_study(tiny_setup, tmp_path, monkeypa
     assert summary["run_name"] == "w16-D15360" and summary["size"] == str(sizes["w16"])
     config = init["config"]
     assert config["N"] == summary["n_params_non_embedding"] and config["N_total"] == summary["n_params"]
+    assert (config["size"], config["run_name"], config["budget_role"], config["lr_source"]) == (
+        "w16", "w16-D15360", "main", "fixed")
+    assert config["learning_rate"] == summary["learning_rate"] == 3e-3 and config["seed"] == summary["seed"] == 7
     assert config["D_planned"] == summary["tokens_trained"] == 15360
     assert config["C_planned"] == 6 * config["N"] * config["D_planned"]
     assert config["dataset"]["stats"]["splits"]["train"]["blocks"] > 0

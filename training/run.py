@@ -24,7 +24,7 @@ from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, Trainin
 from analysis.lr_sweep import RULE_FORMULA, LrRule
 from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
-from configs.naming import RUN_SUMMARY_FILENAME
+from configs.naming import RUN_SUMMARY_FILENAME, size_name
 from configs.study import StudyArguments
 from data.prepared import PreparedDataset, read_prepared_dataset
 from tokenizer import save_tokenizer
@@ -318,8 +318,12 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     if wandb_mode_reason[0] != "disabled":  # only ever on the main process
         wandb_run = start_wandb_run(output_dir, *wandb_mode_reason, project=study.wandb_project, group=study.study_name,
                                     name=training_args.run_name, config={
-            "size": run.size, "N": counts["n_params_non_embedding"], "N_total": counts["n_params"],
-            "D_planned": n_tokens, "C_planned": 6 * counts["n_params_non_embedding"] * n_tokens,
+            # the run's place in the study's grid, as flat keys to filter and group by in the W&B interface
+            "size": size_name(run.size), "run_name": training_args.run_name, "budget_role": run.budget_role,
+            "compute_budget": run.compute_budget, "learning_rate": training_args.learning_rate,
+            "lr_source": run.lr_source, "seed": training_args.seed,
+            "N": counts["n_params_non_embedding"], "N_total": counts["n_params"], "D_planned": n_tokens,
+            "C_planned": 6 * counts["n_params_non_embedding"] * n_tokens,
             "C_total_planned": 6 * counts["n_params"] * n_tokens, "steps": max_steps,
             "global_batch_tokens": layout.tokens_per_step, "world_size": world_size, **provenance,
             **_wandb_dataset(prepared), "run": dataclasses.asdict(run), "study": dataclasses.asdict(study)})

@@ -23,21 +23,25 @@ $(DEMO_DATA)/stats.json: $(VENV)/.installed
 	$(PY) scripts/prepare_data.py --source builtin --output $(DEMO_DATA) --block-size 256 --num-proc $(NUM_PROC)
 
 demo: $(DEMO_DATA)/stats.json
-	@# analyze what finished even if a size failed, then report the study's exit status
+	@# analyze what finished even if a size failed; fail when the study or the analysis failed
 	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_study.yaml; \
 	status=$$?; \
-	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS) && \
-	echo "Demo report: $(DEMO_ANALYSIS)/report.md"; \
-	exit $$status
+	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS); \
+	analysis=$$?; \
+	if [ $$analysis -eq 0 ]; then echo "Demo report: $(DEMO_ANALYSIS)/report.md"; fi; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	exit $$analysis
 
 # the demo plus 13 IsoFLOP runs (configs/demo_grid_study.yaml) in the same folder: reuses the demo's
 # runs and learning rates, then the report adds L(D), L(C), IsoFLOP profiles and the joint law L(N, D)
 demo-grid: $(DEMO_DATA)/stats.json
 	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_grid_study.yaml; \
 	status=$$?; \
-	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS) && \
-	echo "Demo report: $(DEMO_ANALYSIS)/report.md"; \
-	exit $$status
+	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS); \
+	analysis=$$?; \
+	if [ $$analysis -eq 0 ]; then echo "Demo report: $(DEMO_ANALYSIS)/report.md"; fi; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	exit $$analysis
 
 test: setup
 	$(PY) -m pytest

@@ -483,11 +483,11 @@ def measure_alpha_coverage(n: ArrayLike, a: float, alpha: float, c: float, *, no
         loss = truth * np.exp(noise_log * rng.standard_normal(len(n_arr)))
         try:
             x, log_loss, theta, _, rss = _fit_scaled(n_arr, loss)
-        except RuntimeError:
+            lo, hi = _alpha_interval(x, log_loss, theta, rss,
+                                     profile_threshold(rss, len(n_arr) - N_PARAMS, confidence))
+        except (RuntimeError, ValueError):  # no fit, or a profile whose root cannot be bracketed
             failed += 1
             continue
-        lo, hi = _alpha_interval(x, log_loss, theta, rss,
-                                 profile_threshold(rss, len(n_arr) - N_PARAMS, confidence))
         hits += lo <= alpha <= hi
         widths.append(hi - lo)
     counted = n_studies - failed

@@ -1,5 +1,7 @@
-"""Names of sizes, runs and a run folder's record files: the one place they are made (folders, W&B,
-summaries, samples, tables, Hub repositories).
+"""Names of sizes and runs, the one place they are made (folders, W&B, summaries, samples, tables,
+Hub repositories), and of the two record files of a run folder that every layer reads
+(``run_summary.json``, ``trainer_state.json``). Files that one module writes and reads keep their
+name there (``run_plan.json`` in `training.checkpoints`, ``results.json`` in `training.study`).
 
 Imports nothing but the standard library, so analysis and sharing use it without torch.
 """

@@ -53,6 +53,7 @@ from training.study import (
     StudyRunnerArguments,
     flags_for_each_run,
     plan_study_runs,
+    rule_rate,
     run_slots,
     run_study,
     stale_reason,
@@ -92,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: the study file's sizes).")
     if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
         raise ValueError("--output-dir is required: the study folder (one sub-folder per run).")
+    per_run = [f"--{k}" for k in ("budget_role", "compute_budget", "lr_rule", "lr_source")
+               if getattr(run, k) != RunArguments.__dataclass_fields__[k].default]
+    if per_run or training_args.run_name:
+        raise ValueError(f"{per_run + (['--run_name'] if training_args.run_name else [])} are set for each run by "
+                         "the study itself (its name, budget and learning rate's source); remove them.")
     hub_id = training_args.hub_model_id
     if training_args.push_to_hub and not hub_id:
         raise ValueError("--push-to-hub needs --hub-model-id USER/NAME; each size goes to USER/NAME-<size>.")
@@ -147,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             if sweep is not None:  # its best sweep run is its run of the main budget
                 lr_of[size] = PlannedRun(size, sweep.run_names[0], learning_rate=sweep.best_lr, lr_source="swept")
             elif isinstance(rule, LrRule):
-                lr_of[size] = PlannedRun(size, run_name(size), learning_rate=rule.predict(n_params[size]),
-                                         lr_source="rule", lr_rule=str(study_dir / LR_RULE_FILENAME))
-                print(f"{size_name(size)}: learning rate {lr_of[size].learning_rate:.3g} from the rule "
-                      f"lr*(N) = {rule.k:.3g} * N**{-rule.gamma:.3f}")
+                rate, cap = rule_rate(rule, sweeps, n_params[size])
+                # capped: passed as the rate itself (train.py would recompute the uncapped rule's)
+                lr_of[size] = PlannedRun(size, run_name(size), learning_rate=rate, lr_source="rule",
+                                         lr_rule="" if cap else str(study_dir / LR_RULE_FILENAME))
+                print(f"{size_name(size)}: learning rate {rate:.3g} from the rule "
+                      f"lr*(N) = {rule.k:.3g} * N**{-rule.gamma:.3f}" + (f"; {cap}" if cap else ""))
             else:
                 del lr_of[size]
                 print(f"{size_name(size)}: not trained: no learning rate ({rule})")

@@ -162,8 +162,9 @@ def model_card(summary: dict[str, Any], fit: dict[str, Any] | None = None, *,
                          tags=list(MODEL_TAGS))
     out = [f"# GPT-2 on MIDI, size `{size}`", "",
            f"A GPT-2 causal language model over MidiTok {tokenization} tokens of symbolic music (MIDI), "
-           f"one size of the scaling-law study `{study.get('study_name', 'music-scaling')}`: every size saw the "
-           "same tokens in the same order and differs only in shape. Losses are in nats per token.", "",
+           f"run `{summary.get('run_name') or size}` of the scaling-law study "
+           f"`{study.get('study_name', 'music-scaling')}`: the study's sizes share the data, batch and schedule, "
+           "and each has its own learning rate (below, with its source and seed). Losses are in nats per token.", "",
            "## Model", ""]
     out += _table(("", ""), [
         ("size", f"`{size}`"),
@@ -199,7 +200,8 @@ def model_card(summary: dict[str, Any], fit: dict[str, Any] | None = None, *,
                          f"{summary.get('gradient_accumulation_steps', '-')} accumulation × "
                          f"{summary.get('world_size', '-')} process(es))"),
         ("steps", _count(summary["steps"])),
-        ("learning rate", f"{training.get('learning_rate', float('nan')):g}, schedule {schedule}"),
+        ("learning rate", f"{summary.get('learning_rate', training.get('learning_rate', float('nan'))):g} "
+                          f"({summary.get('lr_source') or 'fixed'}), schedule {schedule}"),
         ("warmup", _warmup(training, summary["steps"])),
         ("optimizer", optim),
         ("weight decay", f"{training.get('weight_decay', 0):g}"),
@@ -221,7 +223,8 @@ def model_card(summary: dict[str, Any], fit: dict[str, Any] | None = None, *,
             f"tokenizer = {tokenization}.from_pretrained(repo)  # reads tokenizer.json (MidiTok)",
             "",
             "prompt = torch.tensor([[model.config.bos_token_id]])",
-            "ids = model.generate(prompt, max_new_tokens=512, do_sample=True, top_k=50,",
+            f"ids = model.generate(prompt, max_new_tokens={summary['block_size'] - 1}, do_sample=True, top_k=50,  "
+            "# the whole context",
             "                     pad_token_id=tokenizer.pad_token_id)",
             "score = tokenizer.decode(ids[0].tolist())  # a symusic.Score",
             'score.dump_midi("sample.mid")',

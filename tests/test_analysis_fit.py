@@ -212,3 +212,19 @@ def test_the_alpha_interval_has_its_stated_level(confidence):
     assert fit.alpha_ci[0] == pytest.approx(low, rel=5e-3)
     assert fit.alpha_ci[1] == pytest.approx(high, rel=5e-3)
     assert fit.confidence == confidence
+
+
+def test_a_coverage_study_whose_interval_fails_is_counted_not_fatal(monkeypatch):
+    import analysis.power_law as power_law
+
+    real, calls = power_law._alpha_interval, []
+
+    def every_third_fails(*args):
+        calls.append(1)
+        if len(calls) % 3 == 0:  # as scipy's brentq when the profile's root cannot be bracketed
+            raise ValueError("f(a) and f(b) must have different signs")
+        return real(*args)
+
+    monkeypatch.setattr(power_law, "_alpha_interval", every_third_fails)
+    result = measure_alpha_coverage(N, A, ALPHA, C, noise_log=0.01, n_studies=30, seed=0)
+    assert (result.n_studies, result.n_failed) == (20, 10) and 0.0 <= result.coverage <= 1.0

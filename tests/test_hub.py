@@ -120,8 +120,11 @@ def test_model_card_states_the_run_and_shows_the_law_only_when_fitted(hub_run):
     for text in ("size `w16`", f"{s['n_params_non_embedding']:,}", f"{s['n_params']:,}",
                  f"{s['tokens_trained']:,}", f"{s['eval_loss']:.4f}", f"{s['test_loss']:.4f}",
                  "2 / 16 / 2", f"{s['global_batch_tokens']:,} tokens per step", "cosine", "adamw_torch",
-                 "AutoModelForCausalLM.from_pretrained(repo)", "REMI.from_pretrained(repo)", "dump_midi"):
+                 "AutoModelForCausalLM.from_pretrained(repo)", "REMI.from_pretrained(repo)", "dump_midi",
+                 f"run `{s['run_name']}`", f"{s['learning_rate']:g} (fixed)", f"seed | {s['seed']}"):
         assert text in card, text
+    # the usage code samples the whole context, never past it
+    assert f"max_new_tokens={s['block_size'] - 1}," in card and "same tokens in the same order" not in card
     train = hub_run.stats["splits"]["train"]
     assert f"| train | {train['pieces']:,} | {train['tokens']:,} | {train['blocks']:,} |" in card
     assert "L(N)" not in card and "α" not in card

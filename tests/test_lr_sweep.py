@@ -144,3 +144,23 @@ def test_the_law_leaves_out_the_run_that_chose_the_rate_when_other_seeds_exist()
     law, _ = runs_for_law(pd.concat([swept, fixed], ignore_index=True), sweeps_by_size(
         pd.concat([swept, fixed], ignore_index=True), "eval_loss"))
     assert "demo1-lr0.01" in set(law["run_name"])
+
+
+def test_an_unswept_size_never_trains_above_the_widest_swept_rate():
+    from training.study import rule_rate
+
+    def sweeps_with(exponent: float) -> dict:
+        return sweeps_by_size(pd.concat([sweep_frame(s, n, [0.5 * n ** exponent * f for f in (0.25, 0.5, 1, 2)],
+                                                     0.5 * n ** exponent, 1.0)
+                                         for s, n in {"a": 1e4, "b": 3e4, "c": 1e5}.items()]), "eval_loss")
+
+    falling = sweeps_with(-0.4)
+    rule = fit_lr_rule(falling)
+    assert rule_rate(rule, falling, 1e6) == (pytest.approx(0.5 * 1e6 ** -0.4, rel=1e-5), "")  # the rule's own
+    rising = sweeps_with(0.3)  # noise can fit lr* rising with N; extrapolated, it diverges
+    rule = fit_lr_rule(rising)
+    assert rule.gamma == pytest.approx(-0.3, rel=1e-6)
+    rate, why = rule_rate(rule, rising, 1e6)
+    assert rate == pytest.approx(rising["c"].lr_star) and rate < rule.predict(1e6)
+    assert why.startswith(f"capped at {rising['c'].lr_star:.3g}, the lr* of c, the widest size swept")
+    assert rule_rate(rule, rising, 5e4) == (pytest.approx(rule.predict(5e4)), "")  # inside the swept range: as fitted

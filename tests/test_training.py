@@ -89,6 +89,11 @@ def test_user_mistakes_fail_fast_with_clear_messages(tiny_setup, tmp_path, capsy
         run_study_script.main([*base, "--sizes", str(sizes["w16"]), "--max_tokens", str(10**9)])
     with pytest.raises(ValueError, match="--output-dir is required"):
         train.main(["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study)])
+    with pytest.raises(ValueError, match="--size names the one size of scripts/train.py; a study trains --sizes"):
+        run_study_script.main([*base, "--size", str(sizes["w16"])])
+    with pytest.raises(ValueError, match=r"\['--budget_role', '--run_name'\] are set for each run by the study"):
+        run_study_script.main([*base, "--budget_role", "isoflop", "--run_name", "x"])
+    assert not (tmp_path / "s").exists()
     with pytest.raises(SystemExit) as exc:
         train.main(["--size", "tiny", "--dataset", "d", "--output_dir", str(tmp_path), "--max_tokes", "5"])
     assert exc.value.code == 2 and "--max_tokes" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from configs.naming import RUN_SUMMARY_FILENAME
+from configs.naming import RUN_SUMMARY_FILENAME, TRAINER_STATE_FILENAME
 
 logger = logging.getLogger(__name__)
 
@@ -39,14 +39,14 @@ def checkpoint_problem(path: str | Path) -> str | None:
     """
     path = Path(path)
     step = path.name[len(CHECKPOINT_PREFIX):]
-    for name in ("trainer_state.json", "config.json"):
+    for name in (TRAINER_STATE_FILENAME, "config.json"):
         try:
             data = json.loads((path / name).read_text())
         except FileNotFoundError:
             return f"no {name}"
         except (OSError, ValueError) as err:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
             return f"{name} does not parse ({err})"
-        if name == "trainer_state.json" and str(data.get("global_step")) != step:
+        if name == TRAINER_STATE_FILENAME and str(data.get("global_step")) != step:
             return f"trainer_state.json is at step {data.get('global_step')}, not {step}"
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
@@ -173,7 +173,7 @@ def checkpoint_to_resume(output_dir: Path, max_steps: int, tokens_per_step: int,
             raise ValueError(f"--resume: no complete checkpoint-* folder in {output_dir}; drop --resume to "
                              "start from scratch.")
         return None
-    saved_steps = json.loads((last / "trainer_state.json").read_text()).get("max_steps")
+    saved_steps = json.loads((last / TRAINER_STATE_FILENAME).read_text()).get("max_steps")
     if saved_steps != max_steps:
         raise ValueError(f"{last} belongs to a run of {saved_steps} steps, this one plans {max_steps} "
                          f"({tokens_per_step} tokens per step); use the same study and dataset, or pass "

@@ -50,11 +50,11 @@ class RunArguments:
     `configs.study.StudyArguments`."""
 
     size: str = field(default="", metadata={
-        "help": "Model size: a name in configs/sizes/ (tiny, small, medium, large, xl, demo1..demo5) or a YAML path "
+        "help": "Model size: a name in configs/sizes/ (tiny ... xl, micro1, micro2, demo0 ... demo5) or a YAML path "
                 "(required by scripts/train.py; scripts/run_study.py takes --sizes)."})
     dataset: str = field(default="", metadata={"help": "Folder written by scripts/prepare_data.py (required)."})
     wandb: bool = field(default=True, metadata={
-        "help": "Log to Weights & Biases (project/group/run = study project/study_name/size); offline by itself "
+        "help": "Log to Weights & Biases (project/group/run = study project/study_name/run name); offline by itself "
                 "without credentials or network. --no-wandb turns it off."})
     resume: bool = field(default=False, metadata={
         "help": "Require a checkpoint-* in --output-dir to resume from (without this flag a run resumes "

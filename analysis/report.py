@@ -216,9 +216,13 @@ def _lr_lines(sweeps: dict[str, SizeSweep], rule: LrRule | str | None, used: pd.
             if sources.get(size) == "rule":
                 n = float(used.loc[used["size"] == size, n_column].iloc[0])
                 lo, hi = rule.interval(n)
-                out.append(f"- {size}: trained at the rule's {lrs[size]:.3g}"
-                           + (f"; the rule's {100 * rule.confidence:g} % interval for its best rate is [{lo:.3g}, "
-                              f"{hi:.3g}]" if math.isfinite(lo) else "") + ".")
+                predicted = rule.predict(n)
+                capped = abs(lrs[size] / predicted - 1) > 1e-3  # the runner caps a rule rising with N
+                out.append(f"- {size}: trained at the rule's {lrs[size]:.3g}" if not capped else
+                           f"- {size}: trained at {lrs[size]:.3g}, the widest swept size's lr*: the rule gives "
+                           f"{predicted:.3g} at this N, above what any swept size measured (the runner caps it)")
+                out[-1] += (f"; the rule's {100 * rule.confidence:g} % interval for its best rate is [{lo:.3g}, "
+                            f"{hi:.3g}]" if math.isfinite(lo) else "") + "."
     elif isinstance(rule, str):
         out += ["", f"No rule lr*(N): {rule}."]
     return [*out, ""]

@@ -164,3 +164,21 @@ def test_an_unswept_size_never_trains_above_the_widest_swept_rate():
     assert rate == pytest.approx(rising["c"].lr_star) and rate < rule.predict(1e6)
     assert why.startswith(f"capped at {rising['c'].lr_star:.3g}, the lr* of c, the widest size swept")
     assert rule_rate(rule, rising, 5e4) == (pytest.approx(rule.predict(5e4)), "")  # inside the swept range: as fitted
+
+
+def test_the_report_says_when_a_rate_was_capped_below_the_rule():
+    from analysis.report import _lr_lines
+    from training.study import rule_rate
+
+    sizes = {"a": 1e4, "b": 3e4, "c": 1e5}
+    runs = pd.concat([sweep_frame(s, n, [0.5 * n ** 0.3 * f for f in (0.25, 0.5, 1, 2)], 0.5 * n ** 0.3, 1.0)
+                      for s, n in sizes.items()])
+    sweeps = sweeps_by_size(runs, "eval_loss")
+    rule = fit_lr_rule(sweeps)  # rising with N
+    rate, _ = rule_rate(rule, sweeps, 1e6)
+    used = pd.DataFrame({"size": ["d", "e"], "N": [1e6, 5e4], "lr_source": "rule", "eval_loss": 1.0,
+                         "learning_rate": [rate, rule.predict(5e4)]})
+    text = "\n".join(_lr_lines(sweeps, rule, used, "N"))
+    assert (f"- d: trained at {rate:.3g}, the widest swept size's lr*: the rule gives {rule.predict(1e6):.3g} at this "
+            "N, above what any swept size measured (the runner caps it)") in text
+    assert f"- e: trained at the rule's {rule.predict(5e4):.3g}" in text

@@ -45,6 +45,8 @@ from training.run import (
     LR_RULE_FILENAME,
     RUN_SUMMARY_FILENAME,
     RunArguments,
+    rule_rate,
+    swept_sizes,
 )
 from training.study import (
     RESULTS_FILENAME,
@@ -53,7 +55,6 @@ from training.study import (
     StudyRunnerArguments,
     flags_for_each_run,
     plan_study_runs,
-    rule_rate,
     run_slots,
     run_study,
     stale_reason,
@@ -153,10 +154,10 @@ def main(argv: list[str] | None = None) -> int:
             if sweep is not None:  # its best sweep run is its run of the main budget
                 lr_of[size] = PlannedRun(size, sweep.run_names[0], learning_rate=sweep.best_lr, lr_source="swept")
             elif isinstance(rule, LrRule):
-                rate, cap = rule_rate(rule, sweeps, n_params[size])
-                # capped: passed as the rate itself (train.py would recompute the uncapped rule's)
+                # the rate scripts/train.py takes from the rule file (capped the same way there)
+                rate, cap = rule_rate(rule, swept_sizes(study_dir / LR_RULE_FILENAME), n_params[size])
                 lr_of[size] = PlannedRun(size, run_name(size), learning_rate=rate, lr_source="rule",
-                                         lr_rule="" if cap else str(study_dir / LR_RULE_FILENAME))
+                                         lr_rule=str(study_dir / LR_RULE_FILENAME))
                 print(f"{size_name(size)}: learning rate {rate:.3g} from the rule "
                       f"lr*(N) = {rule.k:.3g} * N**{-rule.gamma:.3f}" + (f"; {cap}" if cap else ""))
             else:

@@ -146,8 +146,12 @@ def test_the_law_leaves_out_the_run_that_chose_the_rate_when_other_seeds_exist()
     assert "demo1-lr0.01" in set(law["run_name"])
 
 
+def _swept(sweeps: dict) -> list[tuple[str, float, float]]:
+    return [(s.size, s.n, s.lr_star) for s in sweeps.values()]
+
+
 def test_an_unswept_size_never_trains_above_the_widest_swept_rate():
-    from training.study import rule_rate
+    from training.run import rule_rate
 
     def sweeps_with(exponent: float) -> dict:
         return sweeps_by_size(pd.concat([sweep_frame(s, n, [0.5 * n ** exponent * f for f in (0.25, 0.5, 1, 2)],
@@ -156,26 +160,27 @@ def test_an_unswept_size_never_trains_above_the_widest_swept_rate():
 
     falling = sweeps_with(-0.4)
     rule = fit_lr_rule(falling)
-    assert rule_rate(rule, falling, 1e6) == (pytest.approx(0.5 * 1e6 ** -0.4, rel=1e-5), "")  # the rule's own
+    assert rule_rate(rule, _swept(falling), 1e6) == (pytest.approx(0.5 * 1e6 ** -0.4, rel=1e-5), "")  # the rule's own
     rising = sweeps_with(0.3)  # noise can fit lr* rising with N; extrapolated, it diverges
     rule = fit_lr_rule(rising)
     assert rule.gamma == pytest.approx(-0.3, rel=1e-6)
-    rate, why = rule_rate(rule, rising, 1e6)
+    rate, why = rule_rate(rule, _swept(rising), 1e6)
     assert rate == pytest.approx(rising["c"].lr_star) and rate < rule.predict(1e6)
     assert why.startswith(f"capped at {rising['c'].lr_star:.3g}, the lr* of c, the widest size swept")
-    assert rule_rate(rule, rising, 5e4) == (pytest.approx(rule.predict(5e4)), "")  # inside the swept range: as fitted
+    # inside the swept range: as fitted
+    assert rule_rate(rule, _swept(rising), 5e4) == (pytest.approx(rule.predict(5e4)), "")
 
 
 def test_the_report_says_when_a_rate_was_capped_below_the_rule():
     from analysis.report import _lr_lines
-    from training.study import rule_rate
+    from training.run import rule_rate
 
     sizes = {"a": 1e4, "b": 3e4, "c": 1e5}
     runs = pd.concat([sweep_frame(s, n, [0.5 * n ** 0.3 * f for f in (0.25, 0.5, 1, 2)], 0.5 * n ** 0.3, 1.0)
                       for s, n in sizes.items()])
     sweeps = sweeps_by_size(runs, "eval_loss")
     rule = fit_lr_rule(sweeps)  # rising with N
-    rate, _ = rule_rate(rule, sweeps, 1e6)
+    rate, _ = rule_rate(rule, _swept(sweeps), 1e6)
     used = pd.DataFrame({"size": ["d", "e"], "N": [1e6, 5e4], "lr_source": "rule", "eval_loss": 1.0,
                          "learning_rate": [rate, rule.predict(5e4)]})
     text = "\n".join(_lr_lines(sweeps, rule, used, "N"))

@@ -109,6 +109,16 @@ def test_train_takes_the_studys_rule_unless_a_rate_is_given(tiny_setup, tmp_path
     with pytest.raises(ValueError, match="contradict"):
         train.main([*base, "--output_dir", str(tmp_path / "x"), "--learning_rate", "1e-3",
                     "--lr_rule", str(tmp_path / "lr_rule.json")])
+    # a rule rising with N, swept only on narrower sizes: the new size trains at the widest swept lr*
+    rising = LrRule(k=1e-4, gamma=-0.5, gamma_ci=(-0.6, -0.4), confidence=0.95, sizes=("a", "b"), n=(50.0, 100.0),
+                    lr_star=(1e-4 * 50 ** 0.5, 1e-3))
+    (tmp_path / "rising").mkdir()
+    (tmp_path / "rising" / "lr_rule.json").write_text(json.dumps({"rule": rising.to_dict(), "sweeps": {
+        "a": {"size": "a", "N": 50.0, "lr_star": 1e-4 * 50 ** 0.5}, "b": {"size": "b", "N": 100.0, "lr_star": 1e-3}}}))
+    assert train.main([*base, "--output_dir", str(tmp_path / "rising" / "w16")]) == 0
+    capped = _summary(tmp_path / "rising" / "w16")
+    assert capped["learning_rate"] == 1e-3 < rising.predict(capped["n_params_non_embedding"])
+    assert capped["lr_source"] == "rule" and capped["lr_rule"]["gamma"] == -0.5
 
 
 def test_a_finished_run_is_reused_only_if_it_matches_its_plan():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -91,6 +92,36 @@ def read_lr_rule(path: str | Path) -> LrRule:
                                 "after a sweep (lr_sweep_factors in the study file).")
     data = json.loads(path.read_text())
     return LrRule.from_dict(data.get("rule") if isinstance(data.get("rule"), dict) else data)
+
+
+def swept_sizes(path: str | Path) -> list[tuple[str, float, float]]:
+    """``(size, N, lr*)`` of every size swept by the study whose ``lr_rule.json`` is ``path`` (none
+    for a rule file without its sweeps)."""
+    data = json.loads(Path(path).read_text())
+    sweeps = data.get("sweeps") if isinstance(data.get("sweeps"), dict) else {}
+    return [(str(s["size"]), float(s["N"]), float(s["lr_star"])) for s in sweeps.values()]
+
+
+def rule_rate(rule: LrRule, swept: list[tuple[str, float, float]], n: float) -> tuple[float, str]:
+    """The learning rate of a size with N = ``n`` from the study's rule lr*(N), and why it was
+    capped ("" when it was not).
+
+    A size wider than every swept size never trains above the widest swept size's lr*: a rule
+    that rises with N (gamma < 0, a fit to noisy sweeps; with standard parametrisation lr*
+    falls with width, Porian et al. 2024, sec. 4) would otherwise be extrapolated to rates that
+    diverge.
+
+    Args:
+        rule: the fitted rule.
+        swept: ``(size, N, lr*)`` of each swept size (`swept_sizes`).
+        n: the size's N (non-embedding parameters).
+    """
+    rate = rule.predict(n)
+    size, widest_n, lr_star = max(swept, key=lambda s: s[1], default=("", math.inf, math.inf))
+    if n > widest_n and rate > lr_star:
+        return lr_star, (f"capped at {lr_star:.3g}, the lr* of {size}, the widest size swept: the rule rises with N "
+                         f"and would give {rate:.3g}")
+    return rate, ""
 
 
 def collate_blocks(features: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
@@ -214,13 +245,14 @@ def _trainer_arguments(training_args: TrainingArguments, layout: BatchLayout, ma
 
 def _rate_from_rule(run: RunArguments, training_args: TrainingArguments,
                     n_params_non_embedding: int) -> tuple[RunArguments, TrainingArguments, LrRule | None]:
-    """With ``run.lr_rule``, the learning rate of the study's rule lr*(N) at this size's N."""
+    """With ``run.lr_rule``, the learning rate of the study's rule lr*(N) at this size's N (`rule_rate`)."""
     if not run.lr_rule:
         return run, training_args, None
     rule = read_lr_rule(run.lr_rule)
-    training_args = dataclasses.replace(training_args, learning_rate=rule.predict(n_params_non_embedding))
-    logger.info("learning rate %.4g from the rule %s at N = %d (%s)", training_args.learning_rate,
-                RULE_FORMULA, n_params_non_embedding, run.lr_rule)
+    rate, cap = rule_rate(rule, swept_sizes(run.lr_rule), n_params_non_embedding)
+    training_args = dataclasses.replace(training_args, learning_rate=rate)
+    logger.info("learning rate %.4g from the rule %s at N = %d (%s)%s", rate, RULE_FORMULA, n_params_non_embedding,
+                run.lr_rule, f"; {cap}" if cap else "")
     return dataclasses.replace(run, lr_source="rule"), training_args, rule
 
 

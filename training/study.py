@@ -456,23 +456,6 @@ def _sweep_grid(centre: float, factors: list[float]) -> list[float]:
     return sorted({float(f"{centre * f:.3g}") for f in factors})
 
 
-def rule_rate(rule: LrRule, sweeps: dict[str, SizeSweep], n: float) -> tuple[float, str]:
-    """The learning rate of an unswept size with N = ``n`` from the study's rule lr*(N), and why it
-    was capped ("" when it was not).
-
-    A size wider than every swept size never trains above the widest swept size's lr*: a rule
-    that rises with N (gamma < 0, a fit to noisy sweeps; with standard parametrisation lr*
-    falls with width, Porian et al. 2024, sec. 4) would otherwise be extrapolated to rates that
-    diverge.
-    """
-    rate = rule.predict(n)
-    widest = max(sweeps.values(), key=lambda s: s.n, default=None)
-    if widest is not None and n > widest.n and rate > widest.lr_star:
-        return widest.lr_star, (f"capped at {widest.lr_star:.3g}, the lr* of {widest.size}, the widest size swept: the "
-                                f"rule rises with N and would give {rate:.3g}")
-    return rate, ""
-
-
 def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: str | Path,
                          train_command: list[str], *, centre: float, factors: list[float], extend: int = 2,
                          metric: str = "eval_loss", log: Any = print,

@@ -379,46 +379,50 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     with _out_of_space_as_os_error(output_dir, checkpoint_bytes):
         train_output, train_wall, train_eval_seconds, eval_metrics, test_loss = _train_and_evaluate(
             trainer, checkpoint, eval_set, _eval_blocks(datasets, "test", study.eval_max_blocks), wandb_run)
-        if not trainer.is_world_process_zero():
-            return {}
-        train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-        # training throughput: tokens of this process's loop over its wall clock minus periodic evaluations
-        tokens_per_second = (max_steps - trainer.start_step) * layout.tokens_per_step / max(
-            train_wall - train_eval_seconds, 1e-9)
-        summary = {
-            "run_name": training_args.run_name, "size": run.size, "status": "finished",
-            **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
-            "vocab_size": config.vocab_size, "block_size": prepared.block_size,
-            "tokens_trained": n_tokens,
-            "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
-            "flops_total_params": 6 * counts["n_params"] * n_tokens,
-            "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
-            # mean of the logged training losses over the whole run (a resumed run included)
-            "train_loss_mean": float(np.mean(train_losses)) if train_losses else train_output.training_loss,
-            "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
-            "eval_blocks": len(eval_set),
-            "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
-            "per_device_batch_size": layout.per_device_batch_size,
-            "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
-            # the training loop's wall clock, sessions before a resume included; tokens_per_second
-            # is this session's throughput
-            "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
-            "tokens_per_second": tokens_per_second,
-            "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": run.lr_source,
-            **({"lr_rule": rule.to_dict()} if rule is not None else {}),
-            "budget_role": run.budget_role, "compute_budget": run.compute_budget,
-            "flops_per_token": fpt, "device_name": device_name,
-            "peak_flops_per_device": peak,
-            "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,
-            "total_wall_clock_s": time.time() - t_start,
-            "device": str(training_args.device), "bf16": training_args.bf16,
-            "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
-            **provenance,
-            "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
-                       "training": training_args.to_dict(), "model": config.to_dict(),
-                       "dataset": {"path": str(run.dataset), "stats": stats}},
-        }
-        _save_finished_run(trainer, tok, summary, wandb_run)
+        summary: dict[str, Any] = {}
+        if trainer.is_world_process_zero():
+            train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+            # training throughput: tokens of this process's loop over its wall clock minus periodic evaluations
+            tokens_per_second = (max_steps - trainer.start_step) * layout.tokens_per_step / max(
+                train_wall - train_eval_seconds, 1e-9)
+            summary = {
+                "run_name": training_args.run_name, "size": run.size, "status": "finished",
+                **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
+                "vocab_size": config.vocab_size, "block_size": prepared.block_size,
+                "tokens_trained": n_tokens,
+                "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
+                "flops_total_params": 6 * counts["n_params"] * n_tokens,
+                "train_loss": train_losses[-1] if train_losses else train_output.training_loss,
+                # mean of the logged training losses over the whole run (a resumed run included)
+                "train_loss_mean": float(np.mean(train_losses)) if train_losses else train_output.training_loss,
+                "eval_loss": eval_metrics["eval_loss"], "test_loss": test_loss,
+                "eval_blocks": len(eval_set),
+                "steps": max_steps, "global_batch_tokens": layout.tokens_per_step,
+                "per_device_batch_size": layout.per_device_batch_size,
+                "gradient_accumulation_steps": layout.gradient_accumulation_steps, "world_size": world_size,
+                # the training loop's wall clock, sessions before a resume included; tokens_per_second
+                # is this session's throughput
+                "wall_clock_s": trainer.wall_clock_offset + train_wall, "eval_wall_clock_s": train_eval_seconds,
+                "tokens_per_second": tokens_per_second,
+                "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": run.lr_source,
+                **({"lr_rule": rule.to_dict()} if rule is not None else {}),
+                "budget_role": run.budget_role, "compute_budget": run.compute_budget,
+                "flops_per_token": fpt, "device_name": device_name,
+                "peak_flops_per_device": peak,
+                "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,
+                "total_wall_clock_s": time.time() - t_start,
+                "device": str(training_args.device), "bf16": training_args.bf16,
+                "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
+                **provenance,
+                "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
+                           "training": training_args.to_dict(), "model": config.to_dict(),
+                           "dataset": {"path": str(run.dataset), "stats": stats}},
+            }
+            _save_finished_run(trainer, tok, summary, wandb_run)
+    # every process leaves together, once the main one has saved, and closes its process group: a rank
+    # exiting while another still holds the group can abort in the collective backend's teardown
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
     return summary
 
 

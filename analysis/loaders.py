@@ -27,7 +27,7 @@ RUN_COLUMNS = [
     "run_name", "size", "N", "N_total", "N_flops", "D", "C", "train_loss", "eval_loss", "test_loss",
     "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",
     "global_batch_tokens", "flops_per_token", "budget_role", "compute_budget", "learning_rate", "seed",
-    "lr_source", "tokens_per_note_validation", "tokens_per_note_test", "status", "note", "path",
+    "lr_source", "branch_of", "tokens_per_note_validation", "tokens_per_note_test", "status", "note", "path",
 ]
 # Files that mark a top-level folder as something other than a run (an analysis output, a
 # prepared dataset from scripts/prepare_data.py), so it is not reported as a failed run.
@@ -105,6 +105,7 @@ def _run_row(summary_path: Path) -> dict[str, Any]:
                                                                             config.get("learning_rate"))))
     row["seed"] = _number(summary.get("seed", training.get("seed", config.get("seed"))))
     row["lr_source"] = str(place.get("lr_source") or "")
+    row["branch_of"] = str(summary.get("branch_of") or "")  # a cooldown branch: its stable run
     splits = ((config.get("dataset") or {}).get("stats") or {}).get("splits") or {}
     for split, column in (("validation", "tokens_per_note_validation"), ("test", "tokens_per_note_test")):
         # every predicted token of the packed split per note, BOS/EOS included: block_size - 1 per

@@ -74,8 +74,9 @@ _TABLE_COLUMNS = [(column, header, fmt) for pairs, fmt in _TABLE_KINDS for colum
 def split_runs(runs: pd.DataFrame, metric: str, n_column: str) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """Separates runs a fit can use from the others, with the reason for each.
 
-    A run is used when its status is ``"finished"`` and both ``n_column`` and ``metric`` are
-    finite and > 0.
+    A run is used when its status is ``"finished"``, it is not the stable phase of a
+    warmup-stable-decay schedule (``budget_role`` ``stable``), and both ``n_column`` and
+    ``metric`` are finite and > 0.
 
     Args:
         runs: Frame from `analysis.loaders.load_local_runs`.
@@ -91,6 +92,9 @@ def split_runs(runs: pd.DataFrame, metric: str, n_column: str) -> tuple[pd.DataF
         if row["status"] != "finished":
             note = row["note"] if isinstance(row["note"], str) and row["note"] else ""
             reason = f"status is '{row['status']}'" + (f": {note}" if note else "")
+        elif row.get("budget_role") == "stable":
+            reason = ("the stable phase of a warmup-stable-decay schedule, at its peak learning rate: its cooldown "
+                      "branches are the runs of its budgets")
         elif not row[n_column] > 0:
             reason = f"{n_column} is missing from run_summary.json"
         elif not row[metric] > 0:

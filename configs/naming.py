@@ -27,13 +27,15 @@ def flops_label(c: float) -> str:
 
 
 def run_name(size: str, *, tokens: int | None = None, compute: float | None = None,
-             learning_rate: float | None = None, seed: int | None = None) -> str:
+             learning_rate: float | None = None, seed: int | None = None, stable: bool = False) -> str:
     """The name of a study's run, from what sets it apart: its folder under the study, its W&B run
     name (``TrainingArguments.run_name``) and ``run_name`` in its ``run_summary.json``.
 
     ``<size>`` for the main budget, ``-D<tokens>`` for an extra token budget, ``-C<FLOPs>`` for
     an IsoFLOP budget, ``-lr<rate>`` for one point of a learning-rate sweep, ``-s<seed>`` for a
-    repeat with another seed; e.g. ``demo3``, ``demo3-C1e12``, ``demo1-lr0.0141-s2``.
+    repeat with another seed, ``-stable`` for the stable phase of a warmup-stable-decay schedule
+    (trained on ``tokens``, its cooldown branches named like runs of their own budget); e.g.
+    ``demo3``, ``demo3-C1e12``, ``demo1-lr0.0141-s2``, ``demo0-D1310720-stable``.
     """
     name = size_name(size)
     if tokens is not None:
@@ -44,4 +46,6 @@ def run_name(size: str, *, tokens: int | None = None, compute: float | None = No
         name += f"-lr{learning_rate:.3g}"
     if seed is not None:
         name += f"-s{seed}"
+    if stable:
+        name += "-stable"
     return name

@@ -58,6 +58,12 @@ class StudyArguments:
     isoflop_budgets: list[float] = field(default_factory=list, metadata={
         "help": "IsoFLOP budgets C (FLOPs): scripts/run_study.py trains every size on D = C / 6N tokens "
                 "(folders <size>-C<C>), leaving out sizes under 20 steps or over one epoch."})
+    cooldown_fraction: float = field(default=0.0, metadata={
+        "help": "Train each size's extra budgets (token_budgets, isoflop_budgets) as cooldown branches of one "
+                "warmup-stable-decay run (Hagele et al. 2024): a stable run at the peak rate up to the largest "
+                "budget's branch point, and for each budget D a branch resumed from it at (1 - fraction) D that "
+                "decays over the last fraction of D ((1 - sqrt) shape, to 0). 0: each budget is a run of its own "
+                "with the study's schedule. Hagele et al. use 0.2."})
     # Learning rate per size (read by scripts/run_study.py; Porian et al. 2024, sec. 4)
     lr_sweep_factors: list[float] = field(default_factory=list, metadata={
         "help": "Sweep the learning rate: each swept size trains at its centre rate times each factor (log-spaced, "
@@ -98,6 +104,9 @@ class StudyArguments:
                              "best rate between two others (e.g. [0.5, 0.71, 1.0, 1.41, 2.0]).")
         if self.lr_sweep_sizes and not self.lr_sweep_factors:
             raise ValueError("lr_sweep_sizes is set but lr_sweep_factors is empty; give the factors of the sweep.")
+        if not 0 <= self.cooldown_fraction < 1:
+            raise ValueError(f"cooldown_fraction must be in [0, 1) (0: no branches; 0.2 in Hagele et al. 2024); got "
+                             f"{self.cooldown_fraction}.")
         if self.sample_count < 0:
             raise ValueError(f"sample_count must be >= 0; got {self.sample_count}.")
 

@@ -54,6 +54,8 @@ from training.study import (
     StudyInterrupted,
     StudyRunnerArguments,
     flags_for_each_run,
+    own_tokens,
+    plan_cooldown_branches,
     plan_study_runs,
     run_slots,
     run_study,
@@ -94,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                          "(default: the study file's sizes).")
     if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
         raise ValueError("--output-dir is required: the study folder (one sub-folder per run).")
-    per_run = [f"--{k}" for k in ("budget_role", "compute_budget", "lr_rule", "lr_source")
-               if getattr(run, k) != RunArguments.__dataclass_fields__[k].default]
+    per_run = [f"--{k}" for k in ("budget_role", "compute_budget", "lr_rule", "lr_source", "branch_of",
+                                  "branch_points") if getattr(run, k) != getattr(RunArguments(), k)]
     if per_run or training_args.run_name:
         raise ValueError(f"{per_run + (['--run_name'] if training_args.run_name else [])} are set for each run by "
                          "the study itself (its name, budget and learning rate's source); remove them.")
@@ -116,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     runs, notes = plan_study_runs(sizes, n_params, tokens_per_step=layout.tokens_per_step,
                                   epoch_tokens=epoch_steps * layout.tokens_per_step,
                                   token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets)
+    if study.cooldown_fraction and len(runs) > len(sizes):  # one stable run per size, a cooldown branch per budget
+        runs = plan_cooldown_branches(runs, tokens_per_step=layout.tokens_per_step,
+                                      cooldown_fraction=study.cooldown_fraction,
+                                      warmup_steps=training_args.warmup_steps)
     # what every run trains on besides D, rate and seed: a finished run made otherwise is not reused
     recipe = run_recipe(run.dataset, dataset.fingerprint, dataset.block_size,
                         layout.tokens_per_step, training_args.to_dict())
@@ -125,7 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > len(sizes):
         extra = runs[len(sizes):]
         print(f"plus {len(extra)} runs on other budgets: "
-              + ", ".join(f"{r.run_name} (D={r.max_tokens:,})" for r in extra))
+              + ", ".join(f"{r.run_name} (D={r.max_tokens:,}" + (f", branch of {r.branch_of}" if r.branch_of else "")
+                          + (f", stable phase, branch points at steps {list(r.branch_points)}" if r.branch_points
+                             else "") + ")" for r in extra))
+        if any(r.branch_of for r in extra):
+            trained = sum(own_tokens(r, layout.tokens_per_step) for r in extra)
+            separate = sum(r.max_tokens for r in extra if not r.branch_points)
+            print(f"cooldown branches: {trained:,} tokens trained for these budgets, against {separate:,} in separate "
+                  f"runs ({separate / trained:.2f}x fewer)")
     for note in notes:
         print(f"note: {note}")
     train_script = Path(__file__).resolve().with_name("train.py")

@@ -30,6 +30,7 @@ from configs.study import StudyArguments
 from data.prepared import PreparedDataset, read_prepared_dataset
 from tokenizer import save_tokenizer
 from training.batch import BatchLayout, check_plan
+from training.branches import KeepBranchPoints, branch_start, write_stable_plan
 from training.checkpoints import (
     CHECKPOINT_PREFIX,
     RUN_PLAN_FILENAME,
@@ -65,8 +66,10 @@ class RunArguments:
     # Where this run sits in its study (set by scripts/run_study.py, recorded for the analysis)
     budget_role: str = field(default="main", metadata={
         "help": "Which budget of its study this run trains on: 'main' (max_tokens), 'grid' (token_budgets) or "
-                "'isoflop' (isoflop_budgets); set by scripts/run_study.py. L(N) is fitted on the main runs.",
-        "choices": ["main", "grid", "isoflop"]})
+                "'isoflop' (isoflop_budgets), or 'stable' (the stable phase of a warmup-stable-decay schedule, which "
+                "its cooldown branches resume from; not a finished schedule, so no law is fitted to it); set by "
+                "scripts/run_study.py. L(N) is fitted on the main runs.",
+        "choices": ["main", "grid", "isoflop", "stable"]})
     compute_budget: float = field(default=0.0, metadata={
         "help": "The IsoFLOP budget this run belongs to (set by scripts/run_study.py; recorded for the analysis)."})
     lr_rule: str = field(default="", metadata={
@@ -77,6 +80,14 @@ class RunArguments:
         "help": "Where this run's learning rate came from: 'fixed' (learning_rate), 'swept' (one point of a sweep) "
                 "or 'rule' (lr_rule); set by scripts/run_study.py and scripts/train.py, recorded for the analysis.",
         "choices": ["fixed", "swept", "rule"]})
+    # Warmup-stable-decay branches (Hagele et al. 2024; set by scripts/run_study.py with cooldown_fraction)
+    branch_points: list[int] = field(default_factory=list, metadata={
+        "help": "A stable run (budget_role stable): keep the checkpoint of each of these optimizer steps in "
+                "<output-dir>/branch_points/, where cooldown branches resume from."})
+    branch_of: str = field(default="", metadata={
+        "help": "A cooldown branch: the stable run's folder (a bare name is a sibling of --output-dir). The run "
+                "resumes from its branch point at step max_steps - num_decay_steps (lr_scheduler_type "
+                "warmup_stable_decay) and trains the cooldown only."})
 
 
 def read_lr_rule(path: str | Path) -> LrRule:
@@ -340,10 +351,16 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                          training_args.to_dict()),
             "size": str(run.size), "model": {k: getattr(config, k) for k in ("n_layer", "n_embd", "n_head", "n_inner")},
             "learning_rate": training_args.learning_rate, "seed": training_args.seed, "max_steps": max_steps}
-    checkpoint = checkpoint_to_resume(output_dir, max_steps, layout.tokens_per_step, plan, resume=run.resume,
-                                      restart=run.restart)
-    if checkpoint is None and main_process:
+    own_checkpoint = checkpoint_to_resume(output_dir, max_steps, layout.tokens_per_step, plan, resume=run.resume,
+                                          restart=run.restart)
+    checkpoint, branch_step = own_checkpoint, None
+    if run.branch_of:  # a cooldown branch starts from its stable run's checkpoint, then resumes from its own
+        branch_checkpoint, branch_step = branch_start(run.branch_of, output_dir, training_args, max_steps, plan)
+        checkpoint = own_checkpoint or branch_checkpoint
+    if own_checkpoint is None and main_process:
         write_json_atomic(output_dir / RUN_PLAN_FILENAME, plan)
+    if run.branch_points and main_process:
+        write_stable_plan(output_dir, plan)
     n_tokens = max_steps * layout.tokens_per_step
     provenance = {"dataset_fingerprint": prepared.fingerprint, "git_commit": git_commit()} if main_process else {}
     wandb_run = None
@@ -353,7 +370,8 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
             # the run's place in the study's grid, as flat keys to filter and group by in the W&B interface
             "size": size_name(run.size), "run_name": training_args.run_name, "budget_role": run.budget_role,
             "compute_budget": run.compute_budget, "learning_rate": training_args.learning_rate,
-            "lr_source": run.lr_source, "seed": training_args.seed,
+            "lr_source": run.lr_source, "seed": training_args.seed, "branch_of": run.branch_of or None,
+            "lr_scheduler_type": getattr(training_args.lr_scheduler_type, "value", training_args.lr_scheduler_type),
             "N": counts["n_params_non_embedding"], "N_total": counts["n_params"], "D_planned": n_tokens,
             "C_planned": 6 * counts["n_params_non_embedding"] * n_tokens,
             "C_total_planned": 6 * counts["n_params"] * n_tokens, "steps": max_steps,
@@ -369,6 +387,8 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         eval_dataset=eval_set, data_collator=collate_blocks, tokens_per_step=layout.tokens_per_step,
         flops_per_token=fpt, peak_flops=peak,
     )
+    if run.branch_points:
+        trainer.add_callback(KeepBranchPoints(trainer, run.branch_points))
     logger.info("size=%s N=%d (total %d) D=%d tokens, %d steps x %d tokens (%d per device x %d accum x %d "
                 "processes x %d block_size)", run.size, counts["n_params_non_embedding"], counts["n_params"],
                 n_tokens, max_steps, layout.tokens_per_step, layout.per_device_batch_size,
@@ -407,6 +427,8 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                 "learning_rate": training_args.learning_rate, "seed": training_args.seed, "lr_source": run.lr_source,
                 **({"lr_rule": rule.to_dict()} if rule is not None else {}),
                 "budget_role": run.budget_role, "compute_budget": run.compute_budget,
+                # a cooldown branch: the stable run it resumed from, and at which step
+                "branch_of": run.branch_of or None, "branch_step": branch_step,
                 "flops_per_token": fpt, "device_name": device_name,
                 "peak_flops_per_device": peak,
                 "mfu": mfu(tokens_per_second, fpt, peak, world_size) if peak else None,

@@ -33,6 +33,7 @@ from common.io import write_json_atomic
 from configs.naming import RUN_SUMMARY_FILENAME, run_name, size_name
 from configs.sampling import SamplingArguments
 from data.isolation import die_with_parent
+from training.branches import WSD_SCHEDULER
 from training.checkpoints import recipe_differences, recipe_of_summary
 
 RESULTS_FILENAME = "results.json"
@@ -57,7 +58,7 @@ class StudyRunnerArguments:
 # set for each run by the runner (its rate, Hub repository, name, folder, place in the study), or the
 # runner's own: never passed on to scripts/train.py as given
 NOT_PASSED_ON = ("size", "dataset", "study", "output_dir", "run_name", "learning_rate", "hub_model_id", "budget_role",
-                 "compute_budget", "lr_rule", "lr_source",
+                 "compute_budget", "lr_rule", "lr_source", "branch_of", "branch_points",
                  *(f.name for t in (StudyRunnerArguments, SamplingArguments) for f in dataclasses.fields(t)))
 
 
@@ -65,8 +66,9 @@ def flags_for_each_run(argv: list[str]) -> list[str]:
     """The flags of scripts/run_study.py's ``argv`` that every run's scripts/train.py is given: the study's and the
     Trainer's settings (``--max_tokens 2048``, ``--no-wandb``), without `NOT_PASSED_ON`."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    for name in NOT_PASSED_ON:  # each takes one value
-        parser.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []))
+    for name in NOT_PASSED_ON:  # each takes one value, the lists one or more
+        parser.add_argument(f"--{name}", *([f"--{name.replace('_', '-')}"] if "_" in name else []),
+                            nargs="+" if name == "branch_points" else None)
     return parser.parse_known_args(argv)[1]
 
 
@@ -89,6 +91,11 @@ class PlannedRun:
         lr_rule: the rule file that sets the rate (with ``lr_source`` ``rule``), "" for none.
         seed: the seed; None = the study's ``seed``.
         after: names of runs this one starts after (it is not started when one of them fails).
+        branch_points: for the stable run of a warmup-stable-decay schedule, the steps it keeps
+            a checkpoint at, one per cooldown branch (`plan_cooldown_branches`); empty otherwise.
+        branch_of: for a cooldown branch, the name of the stable run it resumes from.
+        schedule: TrainingArguments this run sets apart from the study's (the WSD schedule of a
+            stable run or a branch: ``lr_scheduler_type``, ``warmup_steps``, ``lr_scheduler_kwargs``).
     """
 
     size: str
@@ -100,6 +107,9 @@ class PlannedRun:
     lr_rule: str = ""
     seed: int | None = None
     after: tuple[str, ...] = ()
+    branch_points: tuple[int, ...] = ()
+    branch_of: str = ""
+    schedule: dict[str, Any] = field(default_factory=dict)
 
     @property
     def main_budget(self) -> bool:
@@ -110,9 +120,16 @@ class PlannedRun:
         """Extra ``scripts/train.py`` arguments (name, budget, IsoFLOP label, learning rate, seed) for this run."""
         args = ["--run_name", self.run_name]
         if self.max_tokens is not None:
-            role = ["--budget_role", "isoflop", "--compute_budget", repr(float(self.compute_budget))] \
+            role = ["--budget_role", "stable"] if self.branch_points else \
+                ["--budget_role", "isoflop", "--compute_budget", repr(float(self.compute_budget))] \
                 if self.compute_budget else ["--budget_role", "grid"]
             args += ["--max_tokens", str(self.max_tokens), *role]
+        if self.branch_points:
+            args += ["--branch_points", *map(str, self.branch_points)]
+        if self.branch_of:
+            args += ["--branch_of", self.branch_of]
+        for key, value in self.schedule.items():
+            args += [f"--{key}", json.dumps(value) if isinstance(value, dict) else str(value)]
         if self.lr_rule:
             args += ["--lr_rule", self.lr_rule]
         elif self.learning_rate is not None:
@@ -186,6 +203,72 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
     return runs, notes
 
 
+def plan_cooldown_branches(runs: list[PlannedRun], *, tokens_per_step: int, cooldown_fraction: float,
+                           warmup_steps: float) -> list[PlannedRun]:
+    """Each size's extra-budget runs as cooldown branches of one warmup-stable-decay run.
+
+    Hagele et al. 2024 (sec. 3-4) train at a constant rate after warmup and, for each budget of
+    T optimizer steps, branch a cooldown from the stable phase's checkpoint at step
+    ``T - round(fraction * T)`` that decays over the remaining steps with the (1 - sqrt) shape,
+    lr(t) = peak * (1 - sqrt((t - s) / K)) for s <= t < T (their eq. 1 and fig. 3), to 0; a
+    branch matches a cosine run of the same length. A size's stable run trains up to its
+    largest branch point and keeps a checkpoint at each; every branch waits for it and is a run
+    of its own (its budget's name and role, with ``branch_of``). The stable phase, as the
+    branches' warmup, is shared, so it is the study's ``warmup_steps`` in steps (>= 1), or that
+    fraction of the size's shortest budget (< 1).
+
+    Args:
+        runs: planned runs (`plan_study_runs`); those with a ``max_tokens`` are replaced, the
+            main-budget runs are kept as they are.
+        tokens_per_step: tokens per optimizer step.
+        cooldown_fraction: the share of each budget spent in its cooldown, in (0, 1).
+        warmup_steps: the study's ``warmup_steps`` (a count, or a fraction of a run below 1).
+
+    Returns:
+        The main-budget runs, then each size's stable run, then the branches.
+
+    Raises:
+        ValueError: the warmup does not end before a size's first branch point.
+    """
+    keep, by_size = [], {}
+    for run in runs:
+        if run.max_tokens is None:
+            keep.append(run)
+        else:
+            by_size.setdefault(run.size, []).append(run)
+    stables, branches = [], []
+    for size, budget_runs in by_size.items():
+        steps = {run.run_name: run.max_tokens // tokens_per_step for run in budget_runs}
+        cooldown = {name: max(1, round(cooldown_fraction * t)) for name, t in steps.items()}
+        starts = {name: steps[name] - cooldown[name] for name in steps}
+        warmup = int(warmup_steps) if warmup_steps >= 1 else round(warmup_steps * min(steps.values()))
+        if warmup >= min(starts.values()):
+            raise ValueError(f"{size_name(size)}: a warmup of {warmup} steps does not end before the first cooldown "
+                             f"branch starts (step {min(starts.values())}); lower warmup_steps or cooldown_fraction, "
+                             "or raise the shortest token budget.")
+        last = max(starts.values())
+        stable = PlannedRun(size, run_name(size, tokens=last * tokens_per_step, stable=True), last * tokens_per_step,
+                            branch_points=tuple(sorted(set(starts.values()))),
+                            # WSD's warmup and stable phase; the rate stays at its peak through the last branch
+                            # point, where the optimizer's rate is saved and the largest branch resumes
+                            schedule={"lr_scheduler_type": "constant_with_warmup", "warmup_steps": warmup,
+                                      "lr_scheduler_kwargs": {}})
+        stables.append(stable)
+        branches += [dataclasses.replace(run, after=(*run.after, stable.run_name), branch_of=stable.run_name, schedule={
+            "lr_scheduler_type": WSD_SCHEDULER, "warmup_steps": warmup,
+            "lr_scheduler_kwargs": {"num_decay_steps": cooldown[run.run_name], "decay_type": "1-sqrt",
+                                    "min_lr_ratio": 0.0}}) for run in budget_runs]
+    return keep + stables + branches
+
+
+def own_tokens(run: PlannedRun, tokens_per_step: int) -> int:
+    """Tokens a planned run trains itself: its D, or for a cooldown branch its cooldown only (its stable
+    run trained the rest). ``max_tokens`` must be set (an extra budget)."""
+    if run.branch_of:
+        return run.schedule["lr_scheduler_kwargs"]["num_decay_steps"] * tokens_per_step
+    return run.max_tokens
+
+
 def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | None,
                  recipe: dict[str, Any] | None = None) -> str:
     """Why a finished run does not match its plan (D, learning rate, seed, dataset, batch,
@@ -211,7 +294,8 @@ def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | No
     trained_seed = summary.get("seed", training.get("seed"))
     if run.seed is not None and trained_seed is not None and trained_seed != run.seed:
         return f"was trained with seed {trained_seed}, but the study plans {run.seed}"
-    differences = recipe_differences(recipe_of_summary(summary), recipe) if recipe else []
+    # a run with its own schedule (a WSD stable run or branch) is compared with that schedule
+    differences = recipe_differences(recipe_of_summary(summary), {**recipe, **run.schedule}) if recipe else []
     return "; ".join(differences)
 
 

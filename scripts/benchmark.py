@@ -6,6 +6,9 @@ r"""Benchmarks that print figures (tests never assert times).
     python scripts/benchmark.py memory --source ../shared/data/pop909 --copies 20000
     # training tokens/s: scripts/train.py (HF Trainer) against a bare PyTorch loop, per demo size
     python scripts/benchmark.py train --dataset demo/data --study configs/demo_study.yaml --steps 60
+    # token budgets as cooldown branches of one WSD run per size against separate cosine runs: tokens
+    # trained and each budget's eval_loss (trains configs/demo_wsd_study.yaml twice)
+    python scripts/benchmark.py branches --dataset demo/data --study configs/demo_wsd_study.yaml --work runs/wsd
     # GPU: tokens/s, MFU and peak memory of the five study sizes at block_size 1024, and the
     # projected time of the whole study on 100M tokens (prepares POP909 with transpositions first)
     python scripts/benchmark.py gpu --source ../shared/data/pop909 --num-proc 16 --steps 10
@@ -25,9 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from benchmarks.data_prep import LAKH_MIDI_FILES, make_edited_copies, plain_miditok_files_per_sec, run_prepare
 from configs.models import STUDY_SIZES
 from data.sources import list_source_items
+from training.study import RESULTS_FILENAME
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "pop909"
 
@@ -179,13 +185,58 @@ def bench_gpu(args: argparse.Namespace, work: Path) -> dict:
     return {"rows": rows, "study_hours_100M_tokens": total}
 
 
+def bench_branches(args: argparse.Namespace, work: Path) -> dict:
+    """Train the study's extra token budgets as separate runs (cooldown_fraction 0) and as cooldown
+    branches (0.2, or the study's), then compare what each trained and each budget's eval_loss."""
+    study = yaml.safe_load(Path(args.study).read_text())
+    fraction = study.get("cooldown_fraction") or 0.2
+    runner = Path(__file__).resolve().with_name("run_study.py")
+    summaries, seconds = {}, {}
+    for label, cooldown in (("separate", 0.0), ("branches", fraction)):
+        out = work / label
+        cmd = [sys.executable, str(runner), "--dataset", args.dataset, "--study", args.study, "--output-dir", str(out),
+               "--cooldown_fraction", str(cooldown), "--parallel", str(args.parallel), "--no-wandb",
+               "--disable_tqdm", "true", *(["--sizes", *args.sizes] if args.sizes else [])]
+        print(f"{label}: {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        results = json.loads((out / RESULTS_FILENAME).read_text())
+        summaries[label] = {r["run_name"]: json.loads((Path(r["run_dir"]) / "run_summary.json").read_text())
+                            for r in results if r["status"] in ("finished", "existing") and r["max_tokens"]}
+        seconds[label] = sum(r.get("seconds") or 0.0 for r in results if r["max_tokens"])
+
+    def own(summary: dict) -> int:  # tokens the run trained itself (a branch: its cooldown only)
+        return summary["tokens_trained"] - (summary.get("branch_step") or 0) * summary["global_batch_tokens"]
+
+    tokens = {label: sum(own(s) for s in runs.values()) for label, runs in summaries.items()}
+    rows = []
+    print(f"{'run':>16} {'D':>10} {'separate':>9} {'branch':>9} {'diff':>7}")
+    for name, branch in sorted(summaries["branches"].items(), key=lambda kv: (kv[1]["size"], kv[1]["tokens_trained"])):
+        if not branch.get("branch_of"):
+            continue
+        separate = summaries["separate"].get(name)
+        diff = branch["eval_loss"] / separate["eval_loss"] - 1 if separate else float("nan")
+        rows.append({"run_name": name, "D": branch["tokens_trained"], "eval_loss_separate":
+                     separate["eval_loss"] if separate else None, "eval_loss_branch": branch["eval_loss"],
+                     "relative_difference": diff})
+        print(f"{name:>16} {branch['tokens_trained']:>10,} {separate['eval_loss'] if separate else float('nan'):>9.4f} "
+              f"{branch['eval_loss']:>9.4f} {diff:>+7.2%}")
+    print(f"tokens trained for these budgets: separate runs {tokens['separate']:,}, branches {tokens['branches']:,} "
+          f"({tokens['separate'] / tokens['branches']:.2f}x fewer); run wall clock {seconds['separate']:.0f} s vs "
+          f"{seconds['branches']:.0f} s (--parallel {args.parallel})")
+    worst = max((abs(r["relative_difference"]) for r in rows), default=float("nan"))
+    print(f"largest |branch / separate - 1| of eval_loss: {worst:.2%}")
+    return {"rows": rows, "tokens": tokens, "seconds": seconds, "cooldown_fraction": fraction,
+            "largest_relative_difference": worst}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, allow_abbrev=False,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["data", "memory", "train", "gpu"],
+    parser.add_argument("what", choices=["data", "memory", "train", "gpu", "branches"],
                         help="data: files/s per --num-proc and a plain MidiTok loop; memory: peak memory on "
                              "--source and on --copies edited copies; train: Trainer vs bare loop tokens/s per "
-                             "size; gpu: tokens/s, MFU, memory of the study sizes and the study's projected time")
+                             "size; gpu: tokens/s, MFU, memory of the study sizes and the study's projected time; "
+                             "branches: cooldown branches against separate runs (tokens, eval_loss per budget)")
     parser.add_argument("--source", default=str(DEFAULT_SOURCE), help="MIDI folder (default: shared POP909)")
     parser.add_argument("--num-proc", type=int, nargs="+", default=[1, 2],
                         help="process counts to time (memory uses the last)")
@@ -202,16 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
                         help="gpu: extra scripts/train.py flags, e.g. --train-args --torch_compile true")
     parser.add_argument("--work", default=None, help="folder for temporary data (default: a temporary folder)")
+    parser.add_argument("--parallel", type=int, default=1, help="branches: runs trained at once")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    if args.sizes is None:
+    if args.sizes is None and args.what != "branches":  # branches: the study file's sizes
         args.sizes = list(STUDY_SIZES) if args.what == "gpu" else [f"demo{i}" for i in range(1, 6)]
     if args.what in ("data", "memory") and not Path(args.source).is_dir():
         parser.error(f"--source {args.source} is not a folder; point it at a folder of MIDI files.")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="midi_bench_"))
     try:
         figures = {"data": bench_data, "memory": bench_memory, "train": bench_train,
-                   "gpu": bench_gpu}[args.what](args, work)
+                   "gpu": bench_gpu, "branches": bench_branches}[args.what](args, work)
     finally:
         if not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -143,6 +143,14 @@ def compute_section(result: ComputeAnalysis, loss_vs_d_sizes: int) -> str:
            "evaluations logged during a run are biased upwards by its unfinished cosine schedule, so they are "
            "drawn but never fitted). Conventions:", ""]
     out += [f"- `{c}`: {CONVENTION_TEXT[c]}" for c in CONVENTIONS]
+    branches = result.runs[result.runs["branch_of"].fillna("") != ""] if "branch_of" in result.runs else []
+    if len(branches):
+        out += ["", f"{len(branches)} of these runs are cooldown branches (Hägele et al. 2024): each resumed the "
+                "stable phase of its size's warmup-stable-decay run and decayed its rate to 0 over its last steps "
+                "((1 − sqrt) shape), where the other runs follow the study's own schedule: "
+                + ", ".join(f"`{n}` (of `{b}`)" for n, b in zip(branches["run_name"], branches["branch_of"],
+                                                                  strict=True))
+                + ". The stable runs are not fitted (their rate never decayed)."]
     out += ["", f"Plots and predictions use `{result.convention}`.", "",
             "### Joint law (Chinchilla approach 3)", "",
             "L(N, D) = E + A/N^α + B/D^β, fitted as in Hoffmann et al. (2022, appendix D.2): Huber loss (δ = 1e-3) "

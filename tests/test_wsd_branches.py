@@ -136,6 +136,8 @@ def test_a_rerun_reuses_every_branch_and_the_analysis_leaves_out_the_stable_phas
     branches = result.runs[result.runs["branch_of"] != ""]
     assert sorted(branches["run_name"]) == ["w16-D10240", "w16-D15360", "w16-D20480"]
     assert set(branches["budget_role"]) == {"grid"}
+    assert "3 of these runs are cooldown branches" in result.report_md and "`w16-D15360` (of `w16-D16384-stable`)" \
+        in result.report_md
 
 
 def test_a_branch_refuses_a_stable_run_of_another_rate(branch_study, tiny_setup, tmp_path):

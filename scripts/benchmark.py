@@ -28,6 +28,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from benchmarks.data_prep import LAKH_MIDI_FILES, make_edited_copies, plain_miditok_files_per_sec, run_prepare
@@ -187,46 +188,61 @@ def bench_gpu(args: argparse.Namespace, work: Path) -> dict:
 
 def bench_branches(args: argparse.Namespace, work: Path) -> dict:
     """Train the study's extra token budgets as separate runs (cooldown_fraction 0) and as cooldown
-    branches (0.2, or the study's), then compare what each trained and each budget's eval_loss."""
+    branches (0.2, or the study's), once per seed, then compare what each trained and each budget's
+    eval_loss, beside the difference between two seeds of the separate runs (the noise)."""
     study = yaml.safe_load(Path(args.study).read_text())
     fraction = study.get("cooldown_fraction") or 0.2
+    seeds = args.seeds or [study.get("seed", 42)]
     runner = Path(__file__).resolve().with_name("run_study.py")
     summaries, seconds = {}, {}
-    for label, cooldown in (("separate", 0.0), ("branches", fraction)):
-        out = work / label
-        cmd = [sys.executable, str(runner), "--dataset", args.dataset, "--study", args.study, "--output-dir", str(out),
-               "--cooldown_fraction", str(cooldown), "--parallel", str(args.parallel), "--no-wandb",
-               "--disable_tqdm", "true", *(["--sizes", *args.sizes] if args.sizes else [])]
-        print(f"{label}: {' '.join(cmd)}", flush=True)
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        results = json.loads((out / RESULTS_FILENAME).read_text())
-        summaries[label] = {r["run_name"]: json.loads((Path(r["run_dir"]) / "run_summary.json").read_text())
-                            for r in results if r["status"] in ("finished", "existing") and r["max_tokens"]}
-        seconds[label] = sum(r.get("seconds") or 0.0 for r in results if r["max_tokens"])
+    for seed in seeds:
+        for label, cooldown in (("separate", 0.0), ("branches", fraction)):
+            out = work / f"seed{seed}" / label
+            cmd = [sys.executable, str(runner), "--dataset", args.dataset, "--study", args.study, "--output-dir",
+                   str(out), "--cooldown_fraction", str(cooldown), "--parallel", str(args.parallel), "--seed",
+                   str(seed), "--no-wandb", "--disable_tqdm", "true", *(["--sizes", *args.sizes] if args.sizes else [])]
+            print(f"{label}, seed {seed}: {' '.join(cmd)}", flush=True)
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            results = json.loads((out / RESULTS_FILENAME).read_text())
+            summaries[label, seed] = {
+                r["run_name"]: json.loads((Path(r["run_dir"]) / "run_summary.json").read_text())
+                for r in results if r["status"] in ("finished", "existing") and r["max_tokens"]}
+            seconds[label, seed] = sum(r.get("seconds") or 0.0 for r in results if r["max_tokens"])
 
     def own(summary: dict) -> int:  # tokens the run trained itself (a branch: its cooldown only)
         return summary["tokens_trained"] - (summary.get("branch_step") or 0) * summary["global_batch_tokens"]
 
-    tokens = {label: sum(own(s) for s in runs.values()) for label, runs in summaries.items()}
+    first = seeds[0]
+    tokens = {label: sum(own(s) for s in summaries[label, first].values()) for label in ("separate", "branches")}
+    branches = {n: s for n, s in summaries["branches", first].items() if s.get("branch_of")}
+    names = sorted(branches, key=lambda n: (branches[n]["size"], branches[n]["tokens_trained"]))
     rows = []
-    print(f"{'run':>16} {'D':>10} {'separate':>9} {'branch':>9} {'diff':>7}")
-    for name, branch in sorted(summaries["branches"].items(), key=lambda kv: (kv[1]["size"], kv[1]["tokens_trained"])):
-        if not branch.get("branch_of"):
-            continue
-        separate = summaries["separate"].get(name)
-        diff = branch["eval_loss"] / separate["eval_loss"] - 1 if separate else float("nan")
-        rows.append({"run_name": name, "D": branch["tokens_trained"], "eval_loss_separate":
-                     separate["eval_loss"] if separate else None, "eval_loss_branch": branch["eval_loss"],
-                     "relative_difference": diff})
-        print(f"{name:>16} {branch['tokens_trained']:>10,} {separate['eval_loss'] if separate else float('nan'):>9.4f} "
-              f"{branch['eval_loss']:>9.4f} {diff:>+7.2%}")
+    print(f"{'run':>16} {'D':>10} " + " ".join(f"{'sep s' + str(sd):>10} {'branch':>8} {'diff':>7}" for sd in seeds)
+          + ("  seed noise" if len(seeds) > 1 else ""))
+    for name in names:
+        row = {"run_name": name, "D": summaries["branches", first][name]["tokens_trained"]}
+        cells = []
+        for seed in seeds:
+            sep, branch = summaries["separate", seed][name]["eval_loss"], summaries["branches", seed][name]["eval_loss"]
+            row[f"seed{seed}"] = {"separate": sep, "branch": branch, "relative_difference": branch / sep - 1}
+            cells.append(f"{sep:>10.4f} {branch:>8.4f} {branch / sep - 1:>+7.2%}")
+        if len(seeds) > 1:  # how far two seeds of the same cosine run land apart
+            seps = [row[f"seed{sd}"]["separate"] for sd in seeds]
+            row["seed_noise"] = (max(seps) - min(seps)) / min(seps)
+            cells.append(f"{row['seed_noise']:>10.2%}")
+        rows.append(row)
+        print(f"{name:>16} {row['D']:>10,} " + " ".join(cells))
     print(f"tokens trained for these budgets: separate runs {tokens['separate']:,}, branches {tokens['branches']:,} "
-          f"({tokens['separate'] / tokens['branches']:.2f}x fewer); run wall clock {seconds['separate']:.0f} s vs "
-          f"{seconds['branches']:.0f} s (--parallel {args.parallel})")
-    worst = max((abs(r["relative_difference"]) for r in rows), default=float("nan"))
-    print(f"largest |branch / separate - 1| of eval_loss: {worst:.2%}")
-    return {"rows": rows, "tokens": tokens, "seconds": seconds, "cooldown_fraction": fraction,
-            "largest_relative_difference": worst}
+          f"({tokens['separate'] / tokens['branches']:.2f}x fewer); run wall clock, seed {first}: "
+          f"{seconds['separate', first]:.0f} s vs {seconds['branches', first]:.0f} s (--parallel {args.parallel})")
+    differences = [abs(r[f"seed{sd}"]["relative_difference"]) for r in rows for sd in seeds]
+    mean_differences = [abs(np.mean([r[f"seed{sd}"]["relative_difference"] for sd in seeds])) for r in rows]
+    print(f"|branch / separate - 1| of eval_loss: largest {max(differences):.2%}, median {np.median(differences):.2%}"
+          + (f"; averaged over the seeds, largest {max(mean_differences):.2%}; seed noise of the separate runs: "
+             f"median {np.median([r['seed_noise'] for r in rows]):.2%}, largest "
+             f"{max(r['seed_noise'] for r in rows):.2%}" if len(seeds) > 1 else ""))
+    return {"rows": rows, "tokens": tokens, "seconds": {f"{k[0]}_seed{k[1]}": v for k, v in seconds.items()},
+            "cooldown_fraction": fraction, "seeds": seeds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="gpu: extra scripts/train.py flags, e.g. --train-args --torch_compile true")
     parser.add_argument("--work", default=None, help="folder for temporary data (default: a temporary folder)")
     parser.add_argument("--parallel", type=int, default=1, help="branches: runs trained at once")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="branches: seeds, each a pair of studies (default: the study's seed)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.sizes is None and args.what != "branches":  # branches: the study file's sizes

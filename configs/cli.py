@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import errno
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # analysis scripts use run_main without importing transformers
@@ -14,19 +16,78 @@ if TYPE_CHECKING:  # analysis scripts use run_main without importing transformer
 TRACEBACK_ENV = "MIDI_SCALING_TRACEBACK"
 
 
-def make_parser(dataclass_types: Sequence[type], description: str | None = None) -> HfArgumentParser:
-    """``HfArgumentParser`` that refuses abbreviated flags (``--max_token`` is not ``--max_tokens``)."""
-    import argparse
+HELP_ALL = "--help-all"
 
+
+def make_parser(dataclass_types: Sequence[type], description: str | None = None, *,
+                brief: Mapping[type, Collection[str]] | None = None, usage: str | None = None,
+                refused: Mapping[str, str] | None = None) -> HfArgumentParser:
+    """``HfArgumentParser`` that refuses abbreviated flags (``--max_token`` is not ``--max_tokens``),
+    with a short ``--help`` and the whole list behind ``--help-all``.
+
+    Args:
+        dataclass_types: the dataclasses parsed; each of ours names its help group
+            (``_argument_group_name``, HfArgumentParser's documented hook).
+        description: shown above the options (the script's docstring: commands, one per line).
+        brief: dataclass -> the fields ``--help`` shows; a dataclass not in it shows all of its
+            fields. ``--help-all`` shows every field.
+        usage: the usage line (default: argparse's, which lists every option).
+        refused: field -> why it is refused if set (derived fields): hidden from ``--help``,
+            marked in ``--help-all``.
+    """
     from transformers import HfArgumentParser
 
-    # Raw description: the scripts' docstrings open with commands, one per line
-    return HfArgumentParser(tuple(dataclass_types), description=description, allow_abbrev=False,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = HfArgumentParser(tuple(dataclass_types), description=description, allow_abbrev=False, usage=usage,
+                              formatter_class=_HelpFormatter,
+                              epilog=f"{HELP_ALL}: every option, the Trainer's included." if brief else None)
+    # the dataclasses without a group of their own (TrainingArguments) are the Trainer's; listed last
+    parser._optionals.title = "Trainer options (transformers.TrainingArguments)"  # noqa: SLF001
+    parser._action_groups.append(parser._action_groups.pop(parser._action_groups.index(parser._optionals)))  # noqa: SLF001
+    for action in parser._actions:  # noqa: SLF001 - argparse keeps no public list of its actions
+        if action.choices and len(action.choices) > 8:  # optim, lr_scheduler_type: dozens of names
+            action.metavar = "NAME"
+        if action.option_strings and action.option_strings[0].startswith("--no_") and action.const is False:
+            action.help = f"turn --{action.dest.replace('_', '-')} off"
+    # what --help-all shows (parse_strict), kept before --help hides the rest
+    parser._midi_scaling_full_help = {id(a): a.help for a in parser._actions}  # noqa: SLF001
+    parser._midi_scaling_refused = dict(refused or {})  # noqa: SLF001
+    if brief:
+        hidden = {f.name for t in brief for f in dataclasses.fields(t)} - {n for names in brief.values() for n in names}
+        for action in parser._actions:  # noqa: SLF001 - argparse keeps no public list of its actions
+            if action.dest in hidden or action.dest in (refused or {}):
+                action.help = argparse.SUPPRESS
+    return parser
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The scripts' docstrings open with commands, one per line (raw description); each option is
+    shown once, by its dashed spelling (``--output-dir DIR``, not also ``--output_dir OUTPUT_DIR``)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        name = next((o for o in action.option_strings if "-" in o[2:]), action.option_strings[-1])
+        if action.nargs == 0:
+            return name
+        return f"{name} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+
+def _show_every_option(parser: HfArgumentParser) -> None:
+    """Print the whole help (every option; the refused ones marked) and exit 0."""
+    full, refused = parser._midi_scaling_full_help, parser._midi_scaling_refused  # noqa: SLF001
+    for action in parser._actions:  # noqa: SLF001
+        action.help = f"REFUSED if set: {refused[action.dest]}" if action.dest in refused else full[id(action)]
+    parser.usage = None
+    parser.epilog = None
+    parser.print_help()
+    parser.exit()
 
 
 def parse_strict(parser: HfArgumentParser, argv: list[str]) -> tuple[Any, ...]:
-    """Parse into dataclasses; an unknown flag is a usage error (exit 2) naming it and --help."""
+    """Parse into dataclasses; an unknown flag is a usage error (exit 2) naming it and --help.
+    ``--help-all`` prints every option and exits."""
+    if HELP_ALL in argv and getattr(parser, "_midi_scaling_full_help", None) is not None:
+        _show_every_option(parser)
     *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if remaining:
         parser.error(f"unrecognized arguments: {' '.join(remaining)} (see --help)")

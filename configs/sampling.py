@@ -15,6 +15,8 @@ from transformers import GenerationConfig
 class SamplingArguments:
     """Ancestral sampling settings (``do_sample=True``), named as in ``transformers.GenerationConfig``."""
 
+    _argument_group_name = "sampling"
+
     max_new_tokens: int | None = field(default=None, metadata={
         "help": "Tokens to sample per piece (default and maximum: the model's context minus the prompt)."})
     min_new_tokens: int = field(default=0, metadata={

@@ -34,6 +34,8 @@ class StudyArguments:
     batch in tokens, the learning-rate sweep, the repeats and how many pieces to sample. What sets
     one run apart (its budget role, its learning rate's source) is `training.run.RunArguments`."""
 
+    _argument_group_name = "study (shared by every run; from the study file unless given)"
+
     study: str = field(default=str(DEFAULT_STUDY), metadata={
         "help": "Study YAML: StudyArguments and TrainingArguments values shared by all sizes."})
     study_name: str = field(default="music-scaling", metadata={
@@ -142,11 +144,22 @@ def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> 
     return {k: v for k, v in values.items() if k in fields}
 
 
+# Trainer options a study sets (configs/study.yaml), shown by a script's short --help
+TRAINER_OPTIONS_SHOWN = ("output_dir", "learning_rate", "seed", "weight_decay", "max_grad_norm", "warmup_steps",
+                         "lr_scheduler_type", "lr_scheduler_kwargs", "eval_steps", "save_steps", "push_to_hub",
+                         "hub_model_id")
+REFUSED_TRAINING_FIELDS = {name: "derived from global_batch_tokens, max_device_batch_size and max_tokens"
+                           for name in DERIVED_TRAINING_FIELDS}
+
+
 def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
-                     description: str | None = None) -> tuple[Any, ...]:
+                     description: str | None = None, *, brief: dict[type, tuple[str, ...]] | None = None,
+                     usage: str | None = None) -> tuple[Any, ...]:
     """Parse argv into dataclasses with precedence: default < study YAML < flag.
 
-    ``--study PATH`` (a :class:`StudyArguments` field) selects the YAML.
+    ``--study PATH`` (a :class:`StudyArguments` field) selects the YAML. ``brief`` and ``usage``
+    shorten ``--help`` (`configs.cli.make_parser`); the derived Trainer fields are never listed
+    there, and marked as refused in ``--help-all``.
 
     Raises:
         FileNotFoundError / ValueError: bad study file, or a derived field set by hand.
@@ -155,7 +168,7 @@ def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--study", default=str(DEFAULT_STUDY))
     known, _ = pre.parse_known_args(argv)
-    parser = make_parser(dataclass_types, description)
+    parser = make_parser(dataclass_types, description, brief=brief, usage=usage, refused=REFUSED_TRAINING_FIELDS)
     defaults = load_study_defaults(known.study, dataclass_types)
     if TrainingArguments in dataclass_types and "use_cpu" not in defaults:
         # Without an accelerator, TrainingArguments only forms a multi-process (gloo) group
@@ -170,5 +183,6 @@ def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
     return parse_strict(parser, argv)
 
 
-__all__ = ["DEFAULT_STUDY", "DEMO_STUDY", "STUDY_FILE_TYPES", "StudyArguments", "TrainingArguments",
+__all__ = ["DEFAULT_STUDY", "DEMO_STUDY", "STUDY_FILE_TYPES", "TRAINER_OPTIONS_SHOWN", "StudyArguments",
+           "TrainingArguments",
            "load_study_defaults", "parse_with_study"]

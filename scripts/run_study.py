@@ -88,7 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     # the study file and every flag are checked once, before any run starts
     run, runner, study, sampling, training_args = parse_with_study(
         (RunArguments, StudyRunnerArguments, StudyArguments, SamplingArguments, TrainingArguments), argv,
-        description=__doc__)
+        description=__doc__.split("\n\n")[0],
+        usage="run_study.py [--dataset DIR] [--output-dir DIR] [--study FILE] [options]",
+        brief={RunArguments: ("dataset", "wandb"),
+               StudyArguments: ("study", "study_name", "sizes", "max_tokens", "token_budgets", "isoflop_budgets",
+                                "cooldown_fraction", "lr_sweep_factors", "lr_sweep_sizes", "repeat_seeds",
+                                "sample_count"),
+               SamplingArguments: (),
+               TrainingArguments: ("output_dir", "learning_rate", "seed", "push_to_hub", "hub_model_id")})
     if not run.dataset:
         raise ValueError("--dataset is required: the folder written by scripts/prepare_data.py.")
     if run.size:

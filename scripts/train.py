@@ -24,14 +24,19 @@ import sys
 from pathlib import Path
 
 from configs.cli import run_main
-from configs.study import StudyArguments, TrainingArguments, parse_with_study
+from configs.study import TRAINER_OPTIONS_SHOWN, StudyArguments, TrainingArguments, parse_with_study
 from training.run import LR_RULE_FILENAME, RunArguments, train_size
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    run, study, training_args = parse_with_study((RunArguments, StudyArguments, TrainingArguments), argv,
-                                                 description=__doc__.split("\n\n")[0])
+    run, study, training_args = parse_with_study(
+        (RunArguments, StudyArguments, TrainingArguments), argv, description=__doc__.split("\n\n")[0],
+        usage="train.py --size SIZE [--dataset DIR] [--output-dir DIR] [--study FILE] [options]",
+        brief={RunArguments: ("size", "dataset", "wandb", "resume", "restart", "lr_rule"),
+               StudyArguments: ("study", "study_name", "wandb_project", "global_batch_tokens", "max_device_batch_size",
+                                "max_tokens", "eval_max_blocks"),
+               TrainingArguments: TRAINER_OPTIONS_SHOWN})
     if not run.size:
         raise ValueError("--size is required: a name in configs/sizes/ (e.g. --size demo1) or a size YAML file.")
     if not run.dataset:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from tests_helpers import load_script
 from transformers import GPT2LMHeadModel
 
 from configs import CONFIG_DIR
@@ -174,3 +175,25 @@ def test_accelerate_configs_load_with_accelerate(name, kind, processes, machines
 def test_sweep_settings_are_checked(values, match):
     with pytest.raises(ValueError, match=match):
         StudyArguments(**values)
+
+
+def test_train_help_is_short_and_help_all_lists_every_option(capsys):
+    train = load_script("train")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    short = capsys.readouterr().out
+    assert len(short.splitlines()) <= 100
+    assert short.startswith("usage: train.py --size SIZE")
+    for shown in ("--size SIZE", "--dataset", "--max-tokens", "--learning-rate", "--output-dir", "--help-all"):
+        assert shown in short, shown
+    for hidden in ("--per-device-train-batch-size", "--gradient-accumulation-steps", "--gradient-checkpointing",
+                   "--budget-role"):
+        assert hidden not in short, hidden
+    with pytest.raises(SystemExit):
+        train.main(["--help-all"])
+    full = capsys.readouterr().out
+    assert len(full.splitlines()) > 300 and "--gradient-checkpointing" in full and "--budget-role" in full
+    refused = full[full.index("--per-device-train-batch-size"):].split("\n  --")[0]
+    assert " ".join(refused.split()).endswith("REFUSED if set: derived from global_batch_tokens, "
+                                              "max_device_batch_size and max_tokens")

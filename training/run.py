@@ -51,6 +51,8 @@ class RunArguments:
     IsoFLOP budget, where its learning rate comes from). The settings shared by every run are
     `configs.study.StudyArguments`."""
 
+    _argument_group_name = "run"
+
     size: str = field(default="", metadata={
         "help": "Model size: a name in configs/sizes/ (tiny ... xl, micro1, micro2, demo0 ... demo5) or a YAML path "
                 "(required by scripts/train.py; scripts/run_study.py takes --sizes)."})

@@ -45,6 +45,8 @@ _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops"
 class StudyRunnerArguments:
     """How scripts/run_study.py starts each run (its other options are the study's settings)."""
 
+    _argument_group_name = "runner (how the runs are started)"
+
     launcher: str = field(default=shlex.quote(sys.executable), metadata={
         "help": 'Command that runs a script, e.g. "accelerate launch --num_processes 4".'})
     parallel: int = field(default=1, metadata={

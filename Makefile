@@ -9,7 +9,7 @@ DEMO_RUNS := $(DEMO_DIR)/runs
 DEMO_ANALYSIS := $(DEMO_DIR)/analysis
 NUM_PROC ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup demo demo-grid test clean-demo
+.PHONY: setup data demo demo-grid test clean-demo
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 setup: $(VENV)/.installed
+
+# the default study's dataset (configs/study.yaml: dataset): the built-in corpus at block_size 1024
+data: data_out/builtin/stats.json
+
+data_out/builtin/stats.json: $(VENV)/.installed
+	$(PY) scripts/prepare_data.py --source builtin --output data_out/builtin --block-size 1024 --num-proc $(NUM_PROC)
 
 $(DEMO_DATA)/stats.json: $(VENV)/.installed
 	$(PY) scripts/prepare_data.py --source builtin --output $(DEMO_DATA) --block-size 256 --num-proc $(NUM_PROC)

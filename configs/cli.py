@@ -112,7 +112,9 @@ def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = N
             raise
     if os.environ.get(TRACEBACK_ENV):
         raise error
-    print(f"error: {message}\n(set {TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0" or not isinstance(error, FileNotFoundError | ValueError):
+        # under torchrun / accelerate launch every process meets the same bad input: the first one says it
+        print(f"error: {message}\n(set {TRACEBACK_ENV}=1 to see the traceback)", file=sys.stderr)
     return 2
 
 

@@ -113,16 +113,21 @@ class StudyArguments:
             raise ValueError(f"sample_count must be >= 0; got {self.sample_count}.")
 
 
-# what a study file may hold (each script takes the keys of the dataclasses it parses)
+# what a study file may hold (each script takes the keys of the dataclasses it parses), and the
+# prepared dataset it trains on (`dataset`, the default of training.run.RunArguments.dataset)
 STUDY_FILE_TYPES = (StudyArguments, SamplingArguments, TrainingArguments)
+STUDY_FILE_KEYS = ("dataset",)
+DATA_COMMAND = ("make data  (python scripts/prepare_data.py --source builtin --output data_out/builtin "
+                "--block-size 1024)")
 
 
 def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> dict[str, Any]:
     """Read a study YAML: the values of its keys that are fields of ``dataclass_types``.
 
-    Every key must name a field of `STUDY_FILE_TYPES` (or of ``dataclass_types``); the keys
-    of the others are left to the scripts that read them (the sampling settings to
-    scripts/run_study.py, for instance).
+    Every key must name a field of `STUDY_FILE_TYPES` (or of ``dataclass_types``) or be one of
+    `STUDY_FILE_KEYS` (``dataset``, the default of ``--dataset``); the keys of the others are
+    left to the scripts that read them (the sampling settings to scripts/run_study.py, for
+    instance).
 
     Raises:
         FileNotFoundError: no such file.
@@ -133,10 +138,11 @@ def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> 
         raise FileNotFoundError(f"Study file {path} not found; see configs/study.yaml for the format.")
     values = yaml.safe_load(path.read_text()) or {}
     fields = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
-    strangers = sorted(set(values) - fields - {f.name for t in STUDY_FILE_TYPES for f in dataclasses.fields(t)})
+    strangers = sorted(set(values) - fields - {f.name for t in STUDY_FILE_TYPES for f in dataclasses.fields(t)}
+                       - set(STUDY_FILE_KEYS))
     if strangers:
         raise ValueError(f"{path}: unknown keys {strangers}; keys must be StudyArguments, SamplingArguments or "
-                         "TrainingArguments fields.")
+                         "TrainingArguments fields, or dataset.")
     derived = sorted(set(values) & set(DERIVED_TRAINING_FIELDS))
     if derived:
         raise ValueError(f"{path}: {derived} are derived from global_batch_tokens, max_device_batch_size "

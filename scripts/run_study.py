@@ -45,7 +45,9 @@ from training.run import (
     LR_RULE_FILENAME,
     RUN_SUMMARY_FILENAME,
     RunArguments,
+    given_flags,
     rule_rate,
+    run_defaults,
     swept_sizes,
 )
 from training.study import (
@@ -96,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
                                 "sample_count"),
                SamplingArguments: (),
                TrainingArguments: ("output_dir", "learning_rate", "seed", "push_to_hub", "hub_model_id")})
-    if not run.dataset:
-        raise ValueError("--dataset is required: the folder written by scripts/prepare_data.py.")
     if run.size:
         raise ValueError(f"--size names the one size of scripts/train.py; a study trains --sizes {run.size} ... "
                          "(default: the study file's sizes).")
-    if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
-        raise ValueError("--output-dir is required: the study folder (one sub-folder per run).")
+    defaults_used = run_defaults(run, study, training_args, [*argv, "--output_dir"])[1]  # the study's dataset
+    if "output_dir" not in given_flags(argv):  # the study's folder: runs/<study_name>, one sub-folder per run
+        training_args = dataclasses.replace(training_args, output_dir=str(Path("runs") / study.study_name))
+        defaults_used["output_dir"] = f"{training_args.output_dir} (runs/<study_name>)"
+    for option, value in defaults_used.items():
+        print(f"{option}: {value}")
     per_run = [f"--{k}" for k in ("budget_role", "compute_budget", "lr_rule", "lr_source", "branch_of",
                                   "branch_points") if getattr(run, k) != getattr(RunArguments(), k)]
     if per_run or training_args.run_name:

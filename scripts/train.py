@@ -1,8 +1,12 @@
 r"""Train one model size of a study on a prepared dataset.
 
-    accelerate launch scripts/train.py --size large --dataset data_out/lmd --output-dir runs/study/large
-    python scripts/train.py --size demo1 --dataset data_out/builtin --output-dir runs/demo/demo1 \
-        --study configs/demo_study.yaml          # CPU-sized, about a minute on 2 cores
+    make data && accelerate launch scripts/train.py --size large   # the study file's dataset, runs/<study>/large
+    accelerate launch scripts/train.py --size large --dataset data_out/lmd --output-dir runs/lmd/large
+    python scripts/train.py --size demo1 --study configs/demo_study.yaml   # CPU-sized, about a minute on 2 cores
+
+The dataset is the study file's ``dataset`` (configs/study.yaml: data_out/builtin, made by
+``make data``) unless --dataset is given; the run folder is runs/<study_name>/<run_name> unless
+--output-dir is given. The defaults taken are printed first and recorded in run_summary.json.
 
 Hyperparameters come from the study YAML (--study, default configs/study.yaml); any
 StudyArguments or TrainingArguments field can be overridden by a flag
@@ -25,7 +29,7 @@ from pathlib import Path
 
 from configs.cli import run_main
 from configs.study import TRAINER_OPTIONS_SHOWN, StudyArguments, TrainingArguments, parse_with_study
-from training.run import LR_RULE_FILENAME, RunArguments, train_size
+from training.run import LR_RULE_FILENAME, RunArguments, run_defaults, train_size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                TrainingArguments: TRAINER_OPTIONS_SHOWN})
     if not run.size:
         raise ValueError("--size is required: a name in configs/sizes/ (e.g. --size demo1) or a size YAML file.")
-    if not run.dataset:
-        raise ValueError("--dataset is required: the folder written by scripts/prepare_data.py.")
-    if not any(a.split("=")[0] in ("--output_dir", "--output-dir") for a in argv):
-        raise ValueError("--output-dir is required: the run folder for the model and run_summary.json.")
+    training_args, defaults_used = run_defaults(run, study, training_args, argv)
+    if training_args.process_index == 0:
+        for option, value in defaults_used.items():
+            print(f"{option}: {value}")
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ValueError("--push-to-hub needs --hub-model-id USER/NAME (the Hub repository to create or update).")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -55,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         # a new size in a study whose sweep fitted lr*(N) trains at the rule's rate, as the study's sizes did
         print(f"Learning rate from the study's rule {study_rule} (give --learning_rate to override)")
         run = dataclasses.replace(run, lr_rule=str(study_rule))
-    summary = train_size(run, study, training_args)
+    summary = train_size(run, study, training_args, defaults_used)
     if summary:
         keys = ("size", "n_params_non_embedding", "tokens_trained", "eval_loss", "test_loss", "tokens_per_second")
         print(json.dumps({k: summary[k] for k in keys}, indent=2))

@@ -26,8 +26,8 @@ from analysis.lr_sweep import RULE_FORMULA, LrRule
 from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
 from configs.naming import RUN_SUMMARY_FILENAME, size_name
-from configs.study import StudyArguments
-from data.prepared import PreparedDataset, read_prepared_dataset
+from configs.study import DATA_COMMAND, StudyArguments
+from data.prepared import DATASET_DICT_FILENAME, PreparedDataset, read_prepared_dataset
 from tokenizer import save_tokenizer
 from training.batch import BatchLayout, check_plan
 from training.branches import KeepBranchPoints, branch_start, write_stable_plan
@@ -90,6 +90,49 @@ class RunArguments:
         "help": "A cooldown branch: the stable run's folder (a bare name is a sibling of --output-dir). The run "
                 "resumes from its branch point at step max_steps - num_decay_steps (lr_scheduler_type "
                 "warmup_stable_decay) and trains the cooldown only."})
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    """The options named in ``argv``, as field names (``--output-dir`` -> ``output_dir``)."""
+    return {a.split("=")[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+
+
+def run_defaults(run: RunArguments, study: StudyArguments, training_args: TrainingArguments,
+                 argv: list[str]) -> tuple[TrainingArguments, dict[str, str]]:
+    """The output folder a run takes when ``--output-dir`` is not given, ``runs/<study_name>/<run_name>``
+    (the run's name: ``--run_name``, or its size's), and what was taken by default, for the
+    run's first lines and its ``run_summary.json``.
+
+    Args:
+        run: the parsed run; its dataset is the study file's ``dataset`` unless ``--dataset`` was given.
+        study: the parsed study settings (its file and name).
+        training_args: the parsed Trainer arguments.
+        argv: the command line, to tell given options from defaults.
+
+    Returns:
+        ``(training_args, defaults_used)``: the arguments with the output folder set, and
+        option -> "value (where it came from)" for each default taken.
+
+    Raises:
+        ValueError: no dataset given and none in the study file.
+        FileNotFoundError: the study file's dataset is not prepared; says which command makes it.
+    """
+    given, used = given_flags(argv), {}
+    if "dataset" not in given:
+        if not run.dataset:
+            raise ValueError(f"--dataset is required: the study file {study.study} names no dataset (a folder "
+                             "written by scripts/prepare_data.py).")
+        used["dataset"] = f"{run.dataset} (from the study file {study.study})"
+        if not (Path(run.dataset) / DATASET_DICT_FILENAME).is_file():
+            make = DATA_COMMAND if Path(run.dataset) == Path("data_out/builtin") else \
+                f"python scripts/prepare_data.py --source <your MIDI folder> --output {run.dataset}"
+            raise FileNotFoundError(f"The study's dataset {run.dataset} ({study.study}) is not prepared yet; make "
+                                    f"it with: {make}; or give --dataset DIR.")
+    if "output_dir" not in given:
+        output_dir = Path("runs") / study.study_name / (training_args.run_name or size_name(run.size))
+        training_args = dataclasses.replace(training_args, output_dir=str(output_dir))
+        used["output_dir"] = f"{output_dir} (runs/<study_name>/<run_name>)"
+    return training_args, used
 
 
 def read_lr_rule(path: str | Path) -> LrRule:
@@ -309,7 +352,8 @@ def _save_finished_run(trainer: StudyTrainer, tok: Any, summary: dict[str, Any],
         wandb_run.finish()
 
 
-def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments) -> dict[str, Any]:
+def train_size(run: RunArguments, study: StudyArguments, training_args: TrainingArguments,
+               defaults_used: dict[str, str] | None = None) -> dict[str, Any]:
     """Train one size; write the model, tokenizer, trainer state and run_summary.json.
 
     Args:
@@ -317,6 +361,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
         study: shared hyperparameters (batch in tokens, budget, eval cap).
         training_args: Trainer settings; batch sizes, accumulation and max_steps are
             overwritten from the study (they are derived, never hand-set).
+        defaults_used: options taken by default (`run_defaults`), recorded in the summary.
 
     Returns:
         The run summary (also written to ``<output_dir>/run_summary.json``); empty on
@@ -437,6 +482,7 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                 "total_wall_clock_s": time.time() - t_start,
                 "device": str(training_args.device), "bf16": training_args.bf16,
                 "torch_version": torch.__version__, "resumed_from_step": trainer.start_step,
+                "defaults_used": defaults_used or {},
                 **provenance,
                 "config": {"run": dataclasses.asdict(run), "study": dataclasses.asdict(study),
                            "training": training_args.to_dict(), "model": config.to_dict(),

@@ -3,6 +3,7 @@ r"""Push a finished run or a prepared dataset to the Hugging Face Hub, with a ge
     python scripts/push_to_hub.py --run runs/study/small --repo-id me/midi-gpt2-small \
         --fit runs/study/analysis/fit.json
     python scripts/push_to_hub.py --dataset data_out/lmd --repo-id me/lmd-remi-1024 --private
+    python scripts/push_to_hub.py --study runs/demo --repo-id me/midi-gpt2 --fit runs/demo/analysis  # -<size>
     python scripts/push_to_hub.py --run runs/demo/demo1 --stage-only /tmp/demo1_hub   # offline, no token
 
 --run uploads the weights, config.json (+ generation_config.json), tokenizer.json,
@@ -23,7 +24,15 @@ from pathlib import Path
 
 from configs.cli import run_main
 from sharing.cards import DEFAULT_LICENSE
-from sharing.push import README_FILENAME, Upload, dataset_upload, model_upload, push_dataset, push_model
+from sharing.push import (
+    README_FILENAME,
+    Upload,
+    dataset_upload,
+    model_upload,
+    push_dataset,
+    push_model,
+    repo_id_for_size,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -33,8 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="Run folder of scripts/train.py (its --output-dir).")
     what.add_argument("--dataset", type=Path, metavar="DATA_DIR",
                       help="Dataset folder of scripts/prepare_data.py (its --output).")
+    what.add_argument("--study", type=Path, metavar="STUDY_DIR",
+                      help="Study folder of scripts/run_study.py: each size's model (its run on the study's budget "
+                           "at its chosen rate) to its own repository, USER/NAME-<size>.")
     parser.add_argument("--repo-id", "--repo_id", metavar="USER/NAME",
-                        help="Hub repository (created if missing). Required unless --stage-only.")
+                        help="Hub repository (created if missing); with --study, the prefix of one repository per "
+                             "size. Required unless --stage-only.")
     parser.add_argument("--fit", type=Path, metavar="FIT_JSON",
                         help="fit.json of scripts/analyze.py (or its output folder); puts the study's "
                              "fitted law into the model card.")
@@ -79,35 +92,49 @@ def write_upload(upload: Upload, folder: Path) -> None:
     upload.card.save(folder / README_FILENAME)
 
 
+def _push_run(run: Path, repo_id: str | None, stage_only: Path | None, fit: dict | None,
+              args: argparse.Namespace) -> None:
+    """Push one run folder (or stage it into ``stage_only``)."""
+    if stage_only:
+        write_upload(model_upload(run, fit, license=args.license, repo_id=repo_id), stage_only)
+        print(f"staged {stage_only} (nothing pushed):")
+        for f in sorted(stage_only.iterdir()):
+            print(f"  {f.name} ({f.stat().st_size:,} bytes)")
+        return
+    url = push_model(run, repo_id, fit=fit, private=args.private, revision=args.revision, license=args.license)
+    print(f"pushed run {run} to https://huggingface.co/{repo_id}\ncommit: {url}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fit = load_fit(args.fit) if args.fit else None
     if fit is not None and not fit.get("fitted"):
         print(f"note: {args.fit} holds no fitted law ({fit.get('reason', 'no reason given')}); "
               "the card will not show one.")
+    if not args.stage_only:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # the push functions log each file
+    if args.study:  # each size's model to its own repository, as scripts/run_study.py --push-to-hub does
+        from training.study import chosen_runs
 
+        runs = chosen_runs(args.study)
+        if not runs:
+            raise ValueError(f"{args.study} has no finished run on the study's own budget to push yet.")
+        for size, run in runs.items():
+            _push_run(run, repo_id_for_size(args.repo_id, size) if args.repo_id else None,
+                      args.stage_only / size if args.stage_only else None, fit, args)
+        return 0
+    if args.run:
+        _push_run(args.run, args.repo_id, args.stage_only, fit, args)
+        return 0
     if args.stage_only:
-        if args.run:
-            upload = model_upload(args.run, fit, license=args.license, repo_id=args.repo_id)
-        else:
-            upload = dataset_upload(args.dataset, license=args.license, repo_id=args.repo_id)
-        write_upload(upload, args.stage_only)
+        write_upload(dataset_upload(args.dataset, license=args.license, repo_id=args.repo_id), args.stage_only)
         print(f"staged {args.stage_only} (nothing pushed):")
         for f in sorted(args.stage_only.iterdir()):
             print(f"  {f.name} ({f.stat().st_size:,} bytes)")
-        if args.dataset:
-            print("  + the train/validation/test splits, converted to Parquet by DatasetDict.push_to_hub")
+        print("  + the train/validation/test splits, converted to Parquet by DatasetDict.push_to_hub")
         return 0
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the push functions log each file
-    if args.run:
-        url = push_model(args.run, args.repo_id, fit=fit, private=args.private, revision=args.revision,
-                         license=args.license)
-        print(f"pushed run {args.run} to https://huggingface.co/{args.repo_id}")
-    else:
-        url = push_dataset(args.dataset, args.repo_id, private=args.private, license=args.license)
-        print(f"pushed dataset {args.dataset} to https://huggingface.co/datasets/{args.repo_id}")
-    print(f"commit: {url}")
+    url = push_dataset(args.dataset, args.repo_id, private=args.private, license=args.license)
+    print(f"pushed dataset {args.dataset} to https://huggingface.co/datasets/{args.repo_id}\ncommit: {url}")
     return 0
 
 

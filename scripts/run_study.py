@@ -55,6 +55,7 @@ from training.study import (
     PlannedRun,
     StudyInterrupted,
     StudyRunnerArguments,
+    closing_block,
     flags_for_each_run,
     own_tokens,
     plan_cooldown_branches,
@@ -211,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r["run_name"] for r in results if r["status"] == "failed"]
     print(f"Results: {Path(training_args.output_dir) / RESULTS_FILENAME}"
           + (f" ({len(failed)} failed: {', '.join(failed)})" if failed else ""))
+    print("\n".join(closing_block(study_dir, wandb_project=study.wandb_project, study_name=study.study_name,
+                                  wandb=run.wandb)))
     return 1 if failed else 0
 
 

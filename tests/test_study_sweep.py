@@ -9,6 +9,7 @@ from tests_helpers import load_script
 
 from analysis.lr_sweep import LrRule
 from analysis.report import run_analysis
+from training.study import chosen_runs, closing_block
 
 
 def _summary(folder):
@@ -150,3 +151,31 @@ def test_a_finished_study_refuses_another_dataset_or_schedule(sweep_study, tiny_
                             "--sizes", *map(str, sizes.values()), *extra])
         assert phrase in str(err.value) and "retrain" in str(err.value)
     assert before == {p: p.stat().st_mtime_ns for p in out.glob("*/run_summary.json")}  # nothing retrained
+
+
+def test_each_sizes_chosen_model_is_staged_for_the_hub_in_one_command(sweep_study, tmp_path, capsys):
+    out, sizes, _ = sweep_study
+    saved = json.loads((out / "lr_rule.json").read_text())
+    chosen = chosen_runs(out)
+    # w48 trains at the rule's rate, when the sweeps gave a rule (see the test above)
+    assert chosen == {"w16": out / saved["sweeps"]["w16"]["run_names"][0],
+                      "w32": out / saved["sweeps"]["w32"]["run_names"][0],
+                      **({"w48": out / "w48"} if saved["rule"] else {})}
+    assert load_script("push_to_hub").main(["--study", str(out), "--repo-id", "me/midi", "--stage-only",
+                                            str(tmp_path / "hub")]) == 0
+    for size, run in chosen.items():
+        card = (tmp_path / "hub" / size / "README.md").read_text()
+        assert f"me/midi-{size}" in card
+        staged = json.loads((tmp_path / "hub" / size / "run_summary.json").read_text())
+        assert staged["run_name"] == run.name
+    assert capsys.readouterr().out.count("staged ") == len(chosen)
+
+
+def test_the_closing_block_gives_one_sync_command_for_every_offline_run(tmp_path):
+    for run in ("a", "b"):
+        (tmp_path / run / "wandb" / "offline-run-20261203_000000-x").mkdir(parents=True)
+    lines = closing_block(tmp_path, wandb_project="midi-scaling", study_name="demo", wandb=True)
+    assert f"  upload:  wandb sync {tmp_path}/*/wandb/offline-run-*   (2 runs logged offline)" in lines
+    assert any(line.startswith(f"  report:  python scripts/analyze.py --runs {tmp_path}") for line in lines)
+    assert any(f"push_to_hub.py --study {tmp_path} --repo-id USER/NAME" in line for line in lines)
+    assert "  W&B:     off (--no-wandb)" in closing_block(tmp_path, wandb_project="p", study_name="s", wandb=False)

@@ -487,8 +487,6 @@ def _record_result(entry: dict[str, Any], returncode: int, seconds: float, run_d
         entry.update({k: summary.get(k) for k in _SUMMARY_KEYS})
         log(f"{name}: finished, N={summary['n_params_non_embedding']:,} eval_loss={summary['eval_loss']:.4f} "
             f"{summary['tokens_per_second']:,.0f} tokens/s, {entry['seconds']} s")
-        if list((run_dir / "wandb").glob("offline-run-*")):
-            log(f"    {name}: W&B run saved offline; upload with: wandb sync {run_dir / 'wandb'}/offline-run-*")
         return
     tail = (run_dir / "train.log").read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
     entry.update(status="failed", returncode=returncode, error="\n".join(tail))
@@ -535,6 +533,56 @@ def _read_summary(study_dir: Path, name: str) -> dict[str, Any] | None:
         return json.loads((study_dir / name / RUN_SUMMARY_FILENAME).read_text())
     except (OSError, ValueError):
         return None
+
+
+def closing_block(study_dir: Path, *, wandb_project: str, study_name: str, wandb: bool) -> list[str]:
+    """What to do once a study's runs are trained, in the order the design goes: the report, the
+    runs in W&B (one ``wandb sync`` for every run logged offline), the models on the Hub."""
+    offline = sorted(study_dir.glob("*/wandb/offline-run-*"))
+    lines = ["Next:",
+             f"  report:  python scripts/analyze.py --runs {study_dir} --output {study_dir / 'analysis'}"
+             f"   (writes {study_dir / 'analysis' / 'report.md'})"]
+    if not wandb:
+        lines.append("  W&B:     off (--no-wandb)")
+    else:
+        lines.append(f"  W&B:     project {wandb_project}, group {study_name} (one W&B run per run of the study)")
+        if offline:
+            lines.append(f"  upload:  wandb sync {study_dir}/*/wandb/offline-run-*   ({len(offline)} runs logged "
+                         "offline)")
+    lines.append(f"  Hub:     python scripts/push_to_hub.py --study {study_dir} --repo-id USER/NAME "
+                 f"--fit {study_dir / 'analysis'}   (each size to USER/NAME-<size>)")
+    return lines
+
+
+def chosen_runs(study_dir: str | Path) -> dict[str, Path]:
+    """Each size's model of a study: its finished run on the study's own budget at its chosen rate
+    (a swept size's best rate, `analysis.lr_sweep.SizeSweep.run_names`; the rule's or the study's
+    rate otherwise), with the study's own seed.
+
+    Args:
+        study_dir: the folder of scripts/run_study.py (its ``results.json`` and ``lr_rule.json``).
+
+    Returns:
+        size -> run folder, in the order the study trained them.
+
+    Raises:
+        FileNotFoundError: no ``results.json`` (not a study folder, or nothing trained yet).
+    """
+    study_dir = Path(study_dir)
+    if not (study_dir / RESULTS_FILENAME).is_file():
+        raise FileNotFoundError(f"No {RESULTS_FILENAME} in {study_dir}: give the --output-dir of scripts/run_study.py.")
+    results = json.loads((study_dir / RESULTS_FILENAME).read_text())
+    try:
+        sweeps = json.loads((study_dir / "lr_rule.json").read_text()).get("sweeps") or {}
+    except (OSError, ValueError):
+        sweeps = {}
+    chosen = {}
+    for entry in results:
+        size = size_name(str(entry["size"]))
+        name = sweeps[size]["run_names"][0] if size in sweeps else run_name(size)
+        if entry.get("run_name") == name and entry.get("status") in ("finished", "existing"):
+            chosen[size] = study_dir / name
+    return chosen
 
 
 def _sweep_grid(centre: float, factors: list[float]) -> list[float]:

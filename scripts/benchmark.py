@@ -233,8 +233,11 @@ def bench_branches(args: argparse.Namespace, work: Path) -> dict:
         rows.append(row)
         print(f"{name:>16} {row['D']:>10,} " + " ".join(cells))
     print(f"tokens trained for these budgets: separate runs {tokens['separate']:,}, branches {tokens['branches']:,} "
-          f"({tokens['separate'] / tokens['branches']:.2f}x fewer); run wall clock, seed {first}: "
-          f"{seconds['separate', first]:.0f} s vs {seconds['branches', first]:.0f} s (--parallel {args.parallel})")
+          f"({tokens['separate'] / tokens['branches']:.2f}x fewer)")
+    for seed in seeds:  # a study reused from an earlier call trained nothing this time
+        if seconds["separate", seed] and seconds["branches", seed]:
+            print(f"seed {seed}: the runs took {seconds['separate', seed]:.0f} s separate, "
+                  f"{seconds['branches', seed]:.0f} s as branches (summed over runs; --parallel {args.parallel})")
     differences = [abs(r[f"seed{sd}"]["relative_difference"]) for r in rows for sd in seeds]
     mean_differences = [abs(np.mean([r[f"seed{sd}"]["relative_difference"] for sd in seeds])) for r in rows]
     print(f"|branch / separate - 1| of eval_loss: largest {max(differences):.2%}, median {np.median(differences):.2%}"

@@ -87,8 +87,8 @@ def test_user_mistakes_fail_fast_with_clear_messages(tiny_setup, tmp_path, capsy
     assert not (tmp_path / "s").exists()
     with pytest.raises(ValueError, match="exceeds one epoch"):
         run_study_script.main([*base, "--sizes", str(sizes["w16"]), "--max_tokens", str(10**9)])
-    with pytest.raises(ValueError, match="--output-dir is required"):
-        train.main(["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study)])
+    with pytest.raises(ValueError, match="--dataset is required: the study file .* names no dataset"):
+        train.main(["--size", str(sizes["w16"]), "--study", str(study)])
     with pytest.raises(ValueError, match="--size names the one size of scripts/train.py; a study trains --sizes"):
         run_study_script.main([*base, "--size", str(sizes["w16"])])
     with pytest.raises(ValueError, match=r"\['--budget_role', '--run_name'\] are set for each run by the study"):

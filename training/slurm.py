@@ -347,15 +347,14 @@ def run_on_slurm(runs: list[PlannedRun], entries: dict[str, dict[str, Any]], com
     Raises:
         StudyInterrupted: SIGINT or SIGTERM: the jobs keep running on the cluster (results.json
             says ``submitted``); the same command reattaches to them.
-        ValueError: runs wait for each other in a circle, or a queued job of a run was submitted with
-            another command.
-        ConnectionError: the controller does not answer.
-        ValueError: also when sbatch refused a job (its message says why).
+        ValueError: runs wait for each other in a circle, a queued job of a run was submitted with another
+            command, or sbatch refused a job (its message says why).
+        ConnectionError: the controller does not answer (the jobs keep running; results.json says
+            ``submitted``).
     """
     check_cluster()
-    jobs_path = study_dir / SLURM_JOBS_FILENAME
     try:
-        jobs: dict[str, dict[str, Any]] = json.loads(jobs_path.read_text())
+        jobs: dict[str, dict[str, Any]] = json.loads((study_dir / SLURM_JOBS_FILENAME).read_text())
     except (OSError, ValueError):
         jobs = {}
     queue = _squeue()
@@ -372,41 +371,18 @@ def run_on_slurm(runs: list[PlannedRun], entries: dict[str, dict[str, Any]], com
                                  f"`scancel {state.job_id}`, then run the study again.")
             active[run.run_name] = state.job_id
             log(f"{run.run_name}: SLURM job {state.job_id} is {state.state.lower()}, waiting for it")
-    # --- submit the others, each after the jobs of the runs it waits for
-    for run in ordered:
-        if run.run_name in active:
-            continue
-        run_dir = study_dir / run.run_name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dependencies = [active[d] for d in run.after if d in active]
-        executor = submitit.SlurmExecutor(folder=run_dir / "slurm", max_num_timeout=settings.max_timeouts)
-        executor.update_parameters(**settings.sbatch_parameters(run.run_name, dependencies))
-        try:
-            job = executor.submit(TrainJob(command(run), run_dir))
-        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as err:
-            reason = " ".join(str(err).split())
-            raise ValueError(f"sbatch refused the job of {run.run_name}: {reason}. Check the --slurm_* settings "
-                             f"(partition, account, time limit, GPUs); the {len(active)} job(s) submitted before keep "
-                             "running and the same command reattaches to them.") from err
-        earlier = [*(jobs.get(run.run_name) or {}).get("earlier_job_ids", []),
-                   *([str(jobs[run.run_name]["job_id"])] if run.run_name in jobs else [])]
-        jobs[run.run_name] = {"job_id": job.job_id, "submitted_at": datetime.now().isoformat(timespec="seconds"),
-                              "command": shlex.join(command(run)), "after_job_ids": dependencies,
-                              "earlier_job_ids": earlier}
-        write_json_atomic(jobs_path, jobs)  # written at once: a runner killed now still knows the job
-        active[run.run_name] = job.job_id
-        log(f"{run.run_name}: submitted as SLURM job {job.job_id}"
-            + (f" (after job {', '.join(dependencies)})" if dependencies else "")
-            + f"; log: {run_dir / 'train.log'}")
-    active = {r.run_name: active[r.run_name] for r in ordered}  # dependencies first, reattached ones too
-    for name, job_id in active.items():
-        entries[name]["job_id"] = job_id
-    t0 = time.time()
     by_name = {r.run_name: r for r in runs}
+    t0 = time.time()
     try:
         with _signals_as_interruption():
+            for run in ordered:  # --- submit the others, each after the jobs of the runs it waits for
+                if run.run_name not in active:
+                    active[run.run_name] = _submit(run, command(run), study_dir, settings, jobs, active, log)
+            active = {r.run_name: active[r.run_name] for r in ordered}  # dependencies first, reattached ones too
+            for name, job_id in active.items():
+                entries[name]["job_id"] = job_id
             wait_s = poll_s[0]
-            while active:
+            while active:  # --- wait for every job to leave the queue
                 queue = _squeue()
                 changed = False
                 for name, job_id in list(active.items()):
@@ -421,14 +397,45 @@ def run_on_slurm(runs: list[PlannedRun], entries: dict[str, dict[str, Any]], com
                 if active:
                     wait_s = poll_s[0] if changed else min(poll_s[1], wait_s * 1.5)
                     time.sleep(wait_s)
-    except (KeyboardInterrupt, StudyInterrupted) as err:
+    except (KeyboardInterrupt, StudyInterrupted, ConnectionError) as err:
         for name, job_id in active.items():
             entries[name].update(status="submitted", job_id=job_id)
         save()
-        log(f"interrupted: the {len(active)} SLURM job(s) still queued keep running on the cluster; run the same "
-            "command to reattach to them")
-        raise StudyInterrupted(f"stopped by {type(err).__name__}; {len(active)} SLURM job(s) keep running "
-                               f"({', '.join(active.values())}); run the same command to reattach") from err
+        jobs_left = f"{len(active)} SLURM job(s) ({', '.join(active.values()) or 'none'})"
+        if isinstance(err, ConnectionError):
+            raise ConnectionError(f"{err} The {jobs_left} keep running; the same command reattaches to them.") from err
+        log(f"interrupted: the {jobs_left} keep running on the cluster; run the same command to reattach to them")
+        raise StudyInterrupted(f"stopped by {type(err).__name__}; the {jobs_left} keep running; run the same command "
+                               "to reattach") from err
+
+
+def _submit(run: PlannedRun, command: list[str], study_dir: Path, settings: SlurmSettings,
+            jobs: dict[str, dict[str, Any]], active: dict[str, str], log: Callable[[str], Any]) -> str:
+    """Submit one run's job, after the queued jobs of the runs it waits for; record it in slurm_jobs.json at once
+    (a runner killed right after still knows it). Returns its job id."""
+    run_dir = study_dir / run.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dependencies = [active[d] for d in run.after if d in active]
+    executor = submitit.SlurmExecutor(folder=run_dir / "slurm", max_num_timeout=settings.max_timeouts)
+    executor.update_parameters(**settings.sbatch_parameters(run.run_name, dependencies))
+    try:
+        job = executor.submit(TrainJob(command, run_dir))
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as err:
+        reason = " ".join(str(err).split())
+        before = (f"; the {len(active)} job(s) queued before it keep running and the same command reattaches "
+                  "to them") if active else ""
+        raise ValueError(f"sbatch refused the job of {run.run_name}: {reason}. Check --slurm_partition, "
+                         "--slurm_account, --slurm_time_min, --slurm_parameters and --gpus_per_run (0 for CPU-only "
+                         f"jobs){before}.") from err
+    previous = jobs.get(run.run_name) or {}
+    jobs[run.run_name] = {"job_id": job.job_id, "submitted_at": datetime.now().isoformat(timespec="seconds"),
+                          "command": shlex.join(command), "after_job_ids": dependencies,
+                          "earlier_job_ids": [*previous.get("earlier_job_ids", []),
+                                              *([str(previous["job_id"])] if previous else [])]}
+    write_json_atomic(study_dir / SLURM_JOBS_FILENAME, jobs)
+    log(f"{run.run_name}: submitted as SLURM job {job.job_id}"
+        + (f" (after job {', '.join(dependencies)})" if dependencies else "") + f"; log: {run_dir / 'train.log'}")
+    return job.job_id
 
 
 def _record_job(entry: dict[str, Any], run: PlannedRun, state: JobState | None, study_dir: Path,

@@ -3,6 +3,9 @@ r"""Train every size of a study on one dataset, with identical hyperparameters.
     python scripts/run_study.py --dataset data_out/builtin --output-dir runs/demo --study configs/demo_study.yaml
     python scripts/run_study.py --dataset data_out/lmd --output-dir runs/lmd \
         --launcher "accelerate launch --num_processes 8"
+    python scripts/run_study.py --dataset data_out/lmd --output-dir /shared/runs/lmd --executor slurm \
+        --slurm_partition gpu --slurm_time_min 240 --gpus_per_run 8 \
+        --launcher "accelerate launch --config_file configs/accelerate/multi_gpu.yaml"
 
 Sizes come from the study YAML (``sizes:``) or --sizes. A size whose run_summary.json
 exists is skipped (delete its folder to retrain); a size that fails is recorded in
@@ -15,7 +18,9 @@ learning rate is each run's own (the study's, its sweep's or the rule's). Sampli
 With --push-to-hub --hub-model-id USER/NAME each size is pushed to its own repository,
 USER/NAME-<size>. With ``sample_count: K`` in the study (or
 --sample_count K), K pieces are sampled from each finished size into <size>/samples (see
-scripts/generate.py); scripts/analyze.py puts them in its report.
+scripts/generate.py); scripts/analyze.py puts them in its report. With --executor slurm each run is
+a SLURM job (training/slurm.py; README, "Running a study on a SLURM cluster"): all are submitted at
+once, job ids go to slurm_jobs.json, and the same command reattaches to queued jobs.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from training.run import (
     run_defaults,
     swept_sizes,
 )
+from training.slurm import slurm_settings
 from training.study import (
     RESULTS_FILENAME,
     PlannedRun,
@@ -158,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     command = [*shlex.split(runner.launcher), str(train_script), "--dataset", run.dataset, "--study", study.study,
                *passthrough]
     main_tokens = steps * layout.tokens_per_step
-    slots = run_slots(runner.parallel, runner.gpus_per_run)
-    if len(slots) > 1:
+    slurm = slurm_settings(runner) if runner.executor == "slurm" else None  # checks the cluster answers
+    slots = run_slots(runner.parallel, runner.gpus_per_run) if slurm is None else None
+    if slots and len(slots) > 1:
         print(f"{len(slots)} runs at once, each with " + " / ".join(f"{k}={v}" for k, v in slots[0].items()))
     per_size = (lambda size: ["--hub_model_id", repo_id_for_size(hub_id, size)]) if hub_id else None
     study_dir = Path(training_args.output_dir)
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if swept:
         sweeps, rule = sweep_learning_rates(swept, n_params, study_dir, command, centre=training_args.learning_rate,
                                             factors=study.lr_sweep_factors, extend=study.lr_sweep_extend,
-                                            main_tokens=main_tokens, recipe=recipe, slots=slots)
+                                            main_tokens=main_tokens, recipe=recipe, slots=slots, slurm=slurm)
         write_json_atomic(study_dir / LR_RULE_FILENAME, {
             "rule": rule.to_dict() if isinstance(rule, LrRule) else None,
             "reason": rule if isinstance(rule, str) else "", "sweeps": {k: v.to_dict() for k, v in sweeps.items()}})
@@ -201,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                  s, learning_rate=lr_of[s].learning_rate if lr_of[s].lr_source == "swept" else None, seed=seed))
              for seed in study.repeat_seeds for s in repeated]
     todo += [at_rate(r) for r in runs[len(sizes):] if r.size in lr_of]
-    run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens, recipe=recipe, slots=slots)
+    run_study(todo, study_dir, command, size_args=per_size, main_tokens=main_tokens, recipe=recipe, slots=slots,
+              slurm=slurm)
     results = json.loads((study_dir / RESULTS_FILENAME).read_text())  # every run of the study, sweeps included
     if study.sample_count:
         from generation.pipeline import sample_study

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -35,6 +35,9 @@ from configs.sampling import SamplingArguments
 from data.isolation import die_with_parent
 from training.branches import WSD_SCHEDULER
 from training.checkpoints import recipe_differences, recipe_of_summary
+
+if TYPE_CHECKING:
+    from training.slurm import SlurmSettings
 
 RESULTS_FILENAME = "results.json"
 _SUMMARY_KEYS = ("n_params", "n_params_non_embedding", "tokens_trained", "flops", "train_loss",
@@ -54,7 +57,33 @@ class StudyRunnerArguments:
                 "(CUDA_VISIBLE_DEVICES), on CPU the cores are split between them (OMP_NUM_THREADS); 0 = one per "
                 "--gpus_per_run GPUs (1 without a GPU). Runs that wait for others (a size's sweep) start when "
                 "those have finished."})
-    gpus_per_run: int = field(default=1, metadata={"help": "GPUs each run gets when --parallel runs share a machine."})
+    gpus_per_run: int = field(default=1, metadata={
+        "help": "GPUs each run gets when --parallel runs share a machine; with --executor slurm, each job's "
+                "--gpus-per-node (0: CPU-only jobs)."})
+    executor: str = field(default="local", metadata={
+        "help": "Where runs train: local (processes on this machine) or slurm (one SLURM job per run, submitted "
+                "with submitit; the study folder must be on storage every node sees). See README, 'Running a "
+                "study on a SLURM cluster'."})
+    slurm_partition: str = field(default="", metadata={"help": "SLURM partition (--executor slurm); '' = default."})
+    slurm_time_min: int = field(default=24 * 60, metadata={
+        "help": "Time limit of each job in minutes (at most the partition's); near it the job is requeued and "
+                "resumes from its last complete checkpoint."})
+    slurm_account: str = field(default="", metadata={"help": "SLURM account (--executor slurm); '' = default."})
+    slurm_cpus_per_task: int = field(default=0, metadata={
+        "help": "CPUs of each job; 0 = the cluster's default. On CPU, OMP_NUM_THREADS follows it."})
+    slurm_mem_gb: float = field(default=0.0, metadata={"help": "Memory of each job in GB; 0 = the cluster's default."})
+    slurm_signal_delay_s: int = field(default=120, metadata={
+        "help": "Seconds between SLURM's warning signal (time limit near, or preemption) and the kill, in which "
+                "training is stopped and the job requeued."})
+    slurm_parameters: str = field(default="", metadata={
+        "help": 'Other sbatch options as a JSON object, e.g. \'{"qos": "high", "constraint": "a100"}\'.'})
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("local", "slurm"):
+            raise ValueError(f"--executor must be local or slurm; got {self.executor!r}.")
+        if self.gpus_per_run < (0 if self.executor == "slurm" else 1):
+            raise ValueError(f"--gpus_per_run must be at least {0 if self.executor == 'slurm' else 1}; "
+                             f"got {self.gpus_per_run}.")
 
 
 # set for each run by the runner (its rate, Hub repository, name, folder, place in the study), or the
@@ -341,7 +370,8 @@ class StudyInterrupted(Exception):
 def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_command: list[str], *,
               log: Any = print, size_args: Callable[[str], list[str]] | None = None,
               main_tokens: int | None = None, recipe: dict[str, Any] | None = None,
-              slots: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
+              slots: list[dict[str, str]] | None = None,
+              slurm: SlurmSettings | None = None) -> list[dict[str, Any]]:
     """Train each run unless its ``run_summary.json`` exists, up to ``len(slots)`` at once; write ``results.json``.
 
     Each run is a process of its own (its own process group), so a crash, an out-of-memory
@@ -368,11 +398,15 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
             for its dataset, block size, batch and schedule.
         slots: the environment of each run trained at once (`run_slots`); default one run at a
             time in this process's environment.
+        slurm: with it, each run not finished is a SLURM job instead (`training.slurm.run_on_slurm`:
+            submitted at once, ``after`` as ``afterok`` dependencies, reattached when rerun); an
+            interruption leaves the jobs running (status ``submitted``).
 
     Raises:
         ValueError: a finished run was trained on another D, learning rate, seed, dataset, batch or
             schedule than planned, or a run waits for a run that is not in the study.
         StudyInterrupted: SIGINT or SIGTERM (results.json is written first).
+        ConnectionError: with ``slurm``, the SLURM controller does not answer.
 
     Returns:
         One entry per run, in the order of ``sizes``: ``size``, ``run_name``, ``max_tokens``,
@@ -419,6 +453,11 @@ def run_study(sizes: list[str | PlannedRun], study_dir: str | Path, train_comman
     free = list(slots or [{}])
     width = len(free)
     pending = [r for r in runs if "status" not in entries[r.run_name]]
+    if slurm is not None:  # SLURM schedules them: submit all, wait for the jobs here
+        from training.slurm import run_on_slurm
+
+        run_on_slurm(pending, entries, command, study_dir, slurm, log=log, save=save)
+        pending = []
     running: dict[Future, tuple[PlannedRun, subprocess.Popen, float, dict[str, str]]] = {}
     waiter = ThreadPoolExecutor(max_workers=width)  # threads only wait; every run starts from this thread
     try:
@@ -594,7 +633,8 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
                          train_command: list[str], *, centre: float, factors: list[float], extend: int = 2,
                          metric: str = "eval_loss", log: Any = print,
                          main_tokens: int | None = None, recipe: dict[str, Any] | None = None,
-                         slots: list[dict[str, str]] | None = None) -> tuple[dict[str, SizeSweep], LrRule | str]:
+                         slots: list[dict[str, str]] | None = None,
+                         slurm: SlurmSettings | None = None) -> tuple[dict[str, SizeSweep], LrRule | str]:
     """Sweep each size's learning rate on the main budget, smallest size first, and fit lr*(N).
 
     Each size trains at ``centre_i * f`` for every factor ``f`` (runs ``<size>-lr<rate>``, see
@@ -617,6 +657,7 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         main_tokens, recipe: the study's D and recipe, to check finished runs before reusing them
             (see `run_study`).
         slots: the environments of runs trained at once (`run_slots`): a size's rates train side by side.
+        slurm: train on SLURM instead (see `run_study`); a size's rates are jobs side by side.
 
     Returns:
         ``(sweeps, rule)``: size -> `analysis.lr_sweep.SizeSweep` for every size with a
@@ -636,7 +677,8 @@ def sweep_learning_rates(sizes: list[str], n_params: dict[str, int], study_dir: 
         for added in range(extend + 1):
             planned = [PlannedRun(size, run_name(size, learning_rate=r), learning_rate=r, lr_source="swept")
                        for r in rates]
-            run_study(planned, study_dir, train_command, log=log, main_tokens=main_tokens, recipe=recipe, slots=slots)
+            run_study(planned, study_dir, train_command, log=log, main_tokens=main_tokens, recipe=recipe, slots=slots,
+                      slurm=slurm)
             rows = [{"run_name": r.run_name, "learning_rate": r.learning_rate, metric: summary.get(metric)}
                     for r in planned if (summary := _read_summary(study_dir, r.run_name)) and summary.get(metric)]
             if not rows:

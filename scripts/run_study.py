@@ -100,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0],
         usage="run_study.py [--dataset DIR] [--output-dir DIR] [--study FILE] [options]",
         brief={RunArguments: ("dataset", "wandb"),
+               StudyRunnerArguments: ("launcher", "parallel", "gpus_per_run", "executor", "slurm_partition",
+                                      "slurm_time_min"),
                StudyArguments: ("study", "study_name", "sizes", "max_tokens", "token_budgets", "isoflop_budgets",
-                                "cooldown_fraction", "lr_sweep_factors", "lr_sweep_sizes", "repeat_seeds",
-                                "sample_count"),
+                                "cooldown_fraction", "lr_sweep_factors", "repeat_seeds"),
                SamplingArguments: (),
                TrainingArguments: ("output_dir", "learning_rate", "seed", "push_to_hub", "hub_model_id")})
     if run.size:

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         keys = ("size", "n_params_non_embedding", "tokens_trained", "eval_loss", "test_loss", "tokens_per_second")
         print(json.dumps({k: summary[k] for k in keys}, indent=2))
     if summary and not training_args.push_to_hub:
-        print(f"Share it on the Hub: python scripts/push_to_hub.py --run {training_args.output_dir} --repo-id USER/NAME")
+        print(f"Share it on the Hub: python scripts/push_to_hub.py --run {training_args.output_dir} "
+              "--repo-id USER/NAME")
     if summary and training_args.push_to_hub:
         from sharing.push import push_model
 

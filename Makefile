@@ -9,7 +9,7 @@ DEMO_RUNS := $(DEMO_DIR)/runs
 DEMO_ANALYSIS := $(DEMO_DIR)/analysis
 NUM_PROC ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup data demo demo-grid test clean-demo
+.PHONY: setup data demo-data demo demo-grid test clean-demo
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ data: data_out/builtin/stats.json
 
 data_out/builtin/stats.json: $(VENV)/.installed
 	$(PY) scripts/prepare_data.py --source builtin --output data_out/builtin --block-size 1024 --num-proc $(NUM_PROC)
+
+# the demo studies' dataset (configs/demo_study.yaml: dataset): the built-in corpus at block_size 256
+demo-data: $(DEMO_DATA)/stats.json
 
 $(DEMO_DATA)/stats.json: $(VENV)/.installed
 	$(PY) scripts/prepare_data.py --source builtin --output $(DEMO_DATA) --block-size 256 --num-proc $(NUM_PROC)

@@ -117,8 +117,13 @@ class StudyArguments:
 # prepared dataset it trains on (`dataset`, the default of training.run.RunArguments.dataset)
 STUDY_FILE_TYPES = (StudyArguments, SamplingArguments, TrainingArguments)
 STUDY_FILE_KEYS = ("dataset",)
-DATA_COMMAND = ("make data  (python scripts/prepare_data.py --source builtin --output data_out/builtin "
-                "--block-size 1024)")
+# the command that makes each dataset the project's study files name
+DATASET_COMMANDS = {
+    "data_out/builtin": "make data  (python scripts/prepare_data.py --source builtin --output data_out/builtin "
+                        "--block-size 1024)",
+    "demo/data": "make demo-data  (python scripts/prepare_data.py --source builtin --output demo/data "
+                 "--block-size 256)",
+}
 
 
 def load_study_defaults(path: str | Path, dataclass_types: tuple[type, ...]) -> dict[str, Any]:

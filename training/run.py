@@ -26,7 +26,7 @@ from analysis.lr_sweep import RULE_FORMULA, LrRule
 from common.io import default_file_mode, write_json_atomic
 from configs.models import build_model_config, count_parameters, load_size
 from configs.naming import RUN_SUMMARY_FILENAME, size_name
-from configs.study import DATA_COMMAND, StudyArguments
+from configs.study import DATASET_COMMANDS, StudyArguments
 from data.prepared import DATASET_DICT_FILENAME, PreparedDataset, read_prepared_dataset
 from tokenizer import save_tokenizer
 from training.batch import BatchLayout, check_plan
@@ -124,8 +124,9 @@ def run_defaults(run: RunArguments, study: StudyArguments, training_args: Traini
                              "written by scripts/prepare_data.py).")
         used["dataset"] = f"{run.dataset} (from the study file {study.study})"
         if not (Path(run.dataset) / DATASET_DICT_FILENAME).is_file():
-            make = DATA_COMMAND if Path(run.dataset) == Path("data_out/builtin") else \
-                f"python scripts/prepare_data.py --source <your MIDI folder> --output {run.dataset}"
+            make = DATASET_COMMANDS.get(Path(run.dataset).as_posix(),
+                                        f"python scripts/prepare_data.py --source <your MIDI folder> --output "
+                                        f"{run.dataset}")
             raise FileNotFoundError(f"The study's dataset {run.dataset} ({study.study}) is not prepared yet; make "
                                     f"it with: {make}; or give --dataset DIR.")
     if "output_dir" not in given:

@@ -21,7 +21,7 @@ HELP_ALL = "--help-all"
 
 def make_parser(dataclass_types: Sequence[type], description: str | None = None, *,
                 brief: Mapping[type, Collection[str]] | None = None, usage: str | None = None,
-                refused: Mapping[str, str] | None = None) -> HfArgumentParser:
+                refused: Mapping[str, str] | None = None, helps: Mapping[str, str] | None = None) -> HfArgumentParser:
     """``HfArgumentParser`` that refuses abbreviated flags (``--max_token`` is not ``--max_tokens``),
     with a short ``--help`` and the whole list behind ``--help-all``.
 
@@ -34,20 +34,26 @@ def make_parser(dataclass_types: Sequence[type], description: str | None = None,
         usage: the usage line (default: argparse's, which lists every option).
         refused: field -> why it is refused if set (derived fields): hidden from ``--help``,
             marked in ``--help-all``.
+        helps: field -> help text replacing the dataclass's (a Trainer field this project gives
+            a default of its own, such as ``output_dir``).
     """
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(tuple(dataclass_types), description=description, allow_abbrev=False, usage=usage,
                               formatter_class=_HelpFormatter,
                               epilog=f"{HELP_ALL}: every option, the Trainer's included." if brief else None)
-    # the dataclasses without a group of their own (TrainingArguments) are the Trainer's; listed last
-    parser._optionals.title = "Trainer options (transformers.TrainingArguments)"  # noqa: SLF001
-    parser._action_groups.append(parser._action_groups.pop(parser._action_groups.index(parser._optionals)))  # noqa: SLF001
+    if any(t.__name__ == "TrainingArguments" for t in dataclass_types):
+        # the dataclass without a group of its own (TrainingArguments) is the Trainer's; listed last
+        parser._optionals.title = "Trainer options (transformers.TrainingArguments)"  # noqa: SLF001
+        parser._action_groups.append(parser._action_groups.pop(parser._action_groups.index(parser._optionals)))  # noqa: SLF001
     for action in parser._actions:  # noqa: SLF001 - argparse keeps no public list of its actions
         if action.choices and len(action.choices) > 8:  # optim, lr_scheduler_type: dozens of names
             action.metavar = "NAME"
         if action.option_strings and action.option_strings[0].startswith("--no_") and action.const is False:
             action.help = f"turn --{action.dest.replace('_', '-')} off"
+    for action in parser._actions:  # noqa: SLF001
+        if action.dest in (helps or {}):
+            action.help = helps[action.dest]
     # what --help-all shows (parse_strict), kept before --help hides the rest
     parser._midi_scaling_full_help = {id(a): a.help for a in parser._actions}  # noqa: SLF001
     parser._midi_scaling_refused = dict(refused or {})  # noqa: SLF001

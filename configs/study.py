@@ -165,12 +165,12 @@ REFUSED_TRAINING_FIELDS = {name: "derived from global_batch_tokens, max_device_b
 
 def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
                      description: str | None = None, *, brief: dict[type, tuple[str, ...]] | None = None,
-                     usage: str | None = None) -> tuple[Any, ...]:
+                     usage: str | None = None, helps: dict[str, str] | None = None) -> tuple[Any, ...]:
     """Parse argv into dataclasses with precedence: default < study YAML < flag.
 
-    ``--study PATH`` (a :class:`StudyArguments` field) selects the YAML. ``brief`` and ``usage``
-    shorten ``--help`` (`configs.cli.make_parser`); the derived Trainer fields are never listed
-    there, and marked as refused in ``--help-all``.
+    ``--study PATH`` (a :class:`StudyArguments` field) selects the YAML. ``brief``, ``usage`` and
+    ``helps`` shape ``--help`` (`configs.cli.make_parser`); the derived Trainer fields are never
+    listed there, and marked as refused in ``--help-all``.
 
     Raises:
         FileNotFoundError / ValueError: bad study file, or a derived field set by hand.
@@ -179,17 +179,19 @@ def parse_with_study(dataclass_types: tuple[type, ...], argv: list[str],
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--study", default=str(DEFAULT_STUDY))
     known, _ = pre.parse_known_args(argv)
-    parser = make_parser(dataclass_types, description, brief=brief, usage=usage, refused=REFUSED_TRAINING_FIELDS)
+    parser = make_parser(dataclass_types, description, brief=brief, usage=usage, refused=REFUSED_TRAINING_FIELDS,
+                         helps=helps)
     defaults = load_study_defaults(known.study, dataclass_types)
     if TrainingArguments in dataclass_types and "use_cpu" not in defaults:
         # Without an accelerator, TrainingArguments only forms a multi-process (gloo) group
         # under torchrun / accelerate launch when use_cpu is set; harmless for one process.
         defaults["use_cpu"] = not (is_torch_cuda_available() or is_torch_mps_available())
     parser.set_defaults(**defaults)
-    derived_flags = [a for a in argv if a.lstrip("-").replace("-", "_").split("=")[0] in DERIVED_TRAINING_FIELDS]
+    derived_flags = [a.split("=")[0] for a in argv
+                     if a.lstrip("-").replace("-", "_").split("=")[0] in DERIVED_TRAINING_FIELDS]
     if derived_flags:
-        raise ValueError(f"{derived_flags} are derived: the batch per device and accumulation from "
-                         "--global_batch_tokens and --max_device_batch_size, the steps from --max_tokens; "
+        raise ValueError(f"{', '.join(derived_flags)}: derived, not set: the batch per device and accumulation "
+                         "come from --global-batch-tokens and --max-device-batch-size, the steps from --max-tokens; "
                          "set those instead.")
     return parse_strict(parser, argv)
 

@@ -51,6 +51,8 @@ class GenerationArguments:
     """Options of ``scripts/generate.py`` (each field is a ``--flag``) besides the sampling
     settings, which are `configs.sampling.SamplingArguments`."""
 
+    _argument_group_name = "generation"
+
     model: str = field(metadata={"help": "Run folder written by scripts/train.py, or a Hub model id USER/NAME."})
     output_dir: str | None = field(default=None, metadata={
         "help": "Where to write the samples (default: <run folder>/samples; required for a Hub id)."})

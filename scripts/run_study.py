@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         (RunArguments, StudyRunnerArguments, StudyArguments, SamplingArguments, TrainingArguments), argv,
         description=__doc__.split("\n\n")[0],
         usage="run_study.py [--dataset DIR] [--output-dir DIR] [--study FILE] [options]",
+        helps={"output_dir": "The study folder, one sub-folder per run (default: runs/<study_name>)."},
         brief={RunArguments: ("dataset", "wandb"),
                StudyRunnerArguments: ("launcher", "parallel", "gpus_per_run", "executor", "slurm_partition",
                                       "slurm_time_min"),

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     run, study, training_args = parse_with_study(
         (RunArguments, StudyArguments, TrainingArguments), argv, description=__doc__.split("\n\n")[0],
         usage="train.py --size SIZE [--dataset DIR] [--output-dir DIR] [--study FILE] [options]",
+        helps={"output_dir": "The run folder: model, checkpoints, run_summary.json (default: "
+                              "runs/<study_name>/<run_name>)."},
         brief={RunArguments: ("size", "dataset", "wandb", "resume", "restart", "lr_rule"),
                StudyArguments: ("study", "study_name", "wandb_project", "global_batch_tokens", "max_device_batch_size",
                                 "max_tokens", "eval_max_blocks"),

@@ -56,7 +56,9 @@ class RunArguments:
     size: str = field(default="", metadata={
         "help": "Model size: a name in configs/sizes/ (tiny ... xl, micro1, micro2, demo0 ... demo5) or a YAML path "
                 "(required by scripts/train.py; scripts/run_study.py takes --sizes)."})
-    dataset: str = field(default="", metadata={"help": "Folder written by scripts/prepare_data.py (required)."})
+    dataset: str = field(default="", metadata={
+        "help": "Folder written by scripts/prepare_data.py (default: the study file's dataset; configs/study.yaml: "
+                "data_out/builtin, made by make data)."})
     wandb: bool = field(default=True, metadata={
         "help": "Log to Weights & Biases (project/group/run = study project/study_name/run name); offline by itself "
                 "without credentials or network. --no-wandb turns it off."})
@@ -122,18 +124,26 @@ def run_defaults(run: RunArguments, study: StudyArguments, training_args: Traini
         if not run.dataset:
             raise ValueError(f"--dataset is required: the study file {study.study} names no dataset (a folder "
                              "written by scripts/prepare_data.py).")
-        used["dataset"] = f"{run.dataset} (from the study file {study.study})"
+        used["dataset"] = f"{run.dataset} (from the study file {_shown(study.study)})"
         if not (Path(run.dataset) / DATASET_DICT_FILENAME).is_file():
             make = DATASET_COMMANDS.get(Path(run.dataset).as_posix(),
                                         f"python scripts/prepare_data.py --source <your MIDI folder> --output "
                                         f"{run.dataset}")
-            raise FileNotFoundError(f"The study's dataset {run.dataset} ({study.study}) is not prepared yet; make "
-                                    f"it with: {make}; or give --dataset DIR.")
+            raise FileNotFoundError(f"The study's dataset {run.dataset} ({_shown(study.study)}) is not prepared yet; "
+                                    f"make it with: {make}; or give --dataset DIR.")
     if "output_dir" not in given:
         output_dir = Path("runs") / study.study_name / (training_args.run_name or size_name(run.size))
         training_args = dataclasses.replace(training_args, output_dir=str(output_dir))
         used["output_dir"] = f"{output_dir} (runs/<study_name>/<run_name>)"
     return training_args, used
+
+
+def _shown(path: str | Path) -> str:
+    """A path as a user typed it: relative to the working folder when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def read_lr_rule(path: str | Path) -> LrRule:

@@ -155,6 +155,13 @@ def fit_data_constrained(n: ArrayLike, d: ArrayLike, unique: ArrayLike, loss: Ar
     up to 10x. Intervals: a bootstrap stratified by stage, each of `fit_chinchilla`'s resamples of
     the single-epoch runs paired with a resample of the repeated runs, R_D* refitted.
 
+    Measured on synthetic runs (5 sizes x 3 unique sizes x 6-7 epoch counts, 10 seeds each;
+    tests/test_data_constrained.py): a music-like law (R_D* = 4) at 0.5 % noise gives R_D*
+    within 4 %, beta within 5 %, alpha within 11 %, E within 28 %; Chinchilla's text law (R_D* =
+    15.4, a slower decay that 64 epochs only begin to show) needs 0.2 % noise for R_D* within
+    14 %. A and B trade with the exponents and are not recovered to 10 % at these noises. The
+    95 % intervals held the true values in 92-100 % of 40 studies per law.
+
     Args:
         n: non-embedding parameters N, shape ``(k,)``, > 0.
         d: tokens trained on D (all epochs), shape ``(k,)``, > 0.

@@ -1,0 +1,87 @@
+"""Muennighoff et al. (2023)'s data-constrained law: D' and the fit's recovery of known laws from
+synthetic runs (sizes x unique-data sizes x epochs, log-normal noise)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analysis.data_constrained import effective_data, fit_data_constrained
+
+# Muennighoff et al. 2023 (appendix A): Chinchilla's text constants and R_D* = 15.4; and a
+# music-like law whose repeats lose their value sooner (R_D* = 4, MuPT saw overfitting after ~3 epochs)
+TEXT = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28, R_D_star=15.4)
+MUSIC = dict(E=0.6, A=30.0, B=800.0, alpha=0.3, beta=0.45, R_D_star=4.0)
+TEXT_GRID = ([1e8, 3e8, 1e9, 3e9, 1e10], [1e9, 4e9, 1.6e10], [1, 2, 4, 8, 16, 32, 64])
+MUSIC_GRID = ([4e3, 1.5e4, 6e4, 2.5e5, 1e6], [1e5, 4e5, 1.6e6], [1, 2, 4, 8, 16, 32])
+
+
+def _runs(law, grid, noise, seed):
+    sizes, uniques, epochs = grid
+    n, u, e = (np.array(v, float).ravel() for v in np.meshgrid(sizes, uniques, epochs, indexing="ij"))
+    d = u * e
+    loss = law["E"] + law["A"] * n ** -law["alpha"] + law["B"] * effective_data(d, u, law["R_D_star"]) ** -law["beta"]
+    return n, d, u, loss * np.exp(np.random.default_rng(seed).normal(0.0, noise, len(n)))
+
+
+def test_effective_data_follows_the_papers_formula():
+    u = 1e6
+    # D' = U + U R* (1 - exp(-R / R*)), R = epochs - 1, written out for 4 epochs and R* = 15.4
+    assert effective_data([4e6], [u], 15.4)[0] == pytest.approx(u + u * 15.4 * (1 - np.exp(-3 / 15.4)))
+    assert effective_data([5e5, 1e6], [u, u], 15.4).tolist() == [5e5, 1e6]  # no repeat: D' = D
+    many = effective_data([1e9], [u], 4.0)[0]
+    assert many == pytest.approx(u * 5, rel=1e-6)  # D' -> U (1 + R*) for many epochs
+    four = effective_data([4e6], [u], 15.4)[0] / 4e6
+    assert 0.9 < four < 1.0  # four epochs are worth nearly four epochs of new data at text's R* (their sec. 5)
+
+
+@pytest.mark.parametrize(("law", "grid", "noise", "tolerance"), [
+    # measured over 10 seeds: music-like at 0.5 % noise R* within 4 %, beta 5 %, alpha 11 %;
+    # text-like at 0.2 %: R* within 14 %, E 8 %, alpha 7 %, beta 13 % (A and B trade with the
+    # exponents and are not recovered to 10 %: up to 35 % and 49 %)
+    (MUSIC, MUSIC_GRID, 0.005, {"R_D_star": 0.2, "beta": 0.1, "alpha": 0.15}),
+    (TEXT, TEXT_GRID, 0.002, {"R_D_star": 0.2, "E": 0.1, "alpha": 0.1, "beta": 0.15}),
+])
+def test_the_fit_recovers_a_known_law_from_noisy_runs(law, grid, noise, tolerance):
+    for seed in range(3):
+        n, d, u, loss = _runs(law, grid, noise, seed)
+        fit = fit_data_constrained(n, d, u, loss, n_bootstrap=0)
+        for name, tol in tolerance.items():
+            assert getattr(fit, name) == pytest.approx(law[name], rel=tol), (seed, name)
+        # the law predicts runs it was not fitted on: a size 4x the largest, at each unique size and epoch
+        # count (off by up to 3.1 % for the music-like law at 0.5 % noise: E is the least determined)
+        big = _runs(law, ([grid[0][-1] * 4], grid[1], grid[2]), 0.0, 0)
+        assert np.max(np.abs(fit.predict(big[0], big[1], big[2]) / big[3] - 1)) < 0.05
+
+
+def test_intervals_cover_the_true_r_star_and_epochs_stop_paying():
+    n, d, u, loss = _runs(MUSIC, MUSIC_GRID, 0.005, 11)
+    fit = fit_data_constrained(n, d, u, loss, n_bootstrap=60, seed=1)
+    low, high = fit.intervals["R_D_star"]
+    assert low < MUSIC["R_D_star"] < high and high / low < 1.5
+    assert fit.n_bootstrap_used > 40
+    # one more epoch of U = 1e5 gains < 0.1 % once D' nears U (1 + R*): after about 3 R* epochs
+    stop = fit.epochs_worth_training(1e5, 1e5, min_gain=0.001)
+    assert 5 <= stop <= 40
+    gains = [fit.predict(1e5, k * 1e5, 1e5) / fit.predict(1e5, (k + 1) * 1e5, 1e5) - 1 for k in (stop - 1, stop)]
+    assert gains[0] >= 0.001 > gains[1]
+
+
+def test_runs_without_repeats_or_without_single_epochs_are_refused():
+    n, d, u, loss = _runs(MUSIC, (MUSIC_GRID[0], MUSIC_GRID[1], [1]), 0.0, 0)
+    with pytest.raises(ValueError, match="No run repeats its data"):
+        fit_data_constrained(n, d, u, loss, n_bootstrap=0)
+    n, d, u, loss = _runs(MUSIC, (MUSIC_GRID[0], MUSIC_GRID[1], [2, 4]), 0.0, 0)
+    with pytest.raises(ValueError, match="runs that saw their data at most once"):
+        fit_data_constrained(n, d, u, loss, n_bootstrap=0)
+
+
+def test_the_r_star_interval_covers_the_truth_as_often_as_it_claims():
+    """20 synthetic music-like studies (0.5 % noise): the 95 % bootstrap interval of R_D* holds the
+    true value in at least 18 (measured over 40 studies: 98 % for R_D*, 95-100 % for the others)."""
+    covered = 0
+    for seed in range(20):
+        fit = fit_data_constrained(*_runs(MUSIC, MUSIC_GRID, 0.005, 100 + seed), n_bootstrap=100, seed=seed)
+        low, high = fit.intervals["R_D_star"]
+        covered += low <= MUSIC["R_D_star"] <= high
+    assert covered >= 18

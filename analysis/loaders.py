@@ -27,7 +27,8 @@ RUN_COLUMNS = [
     "run_name", "size", "N", "N_total", "N_flops", "D", "C", "train_loss", "eval_loss", "test_loss",
     "wall_clock_s", "tokens_per_second", "n_layer", "n_embd", "n_head", "block_size",
     "global_batch_tokens", "flops_per_token", "budget_role", "compute_budget", "learning_rate", "seed",
-    "lr_source", "branch_of", "tokens_per_note_validation", "tokens_per_note_test", "status", "note", "path",
+    "lr_source", "branch_of", "U_D", "epochs", "tokens_per_note_validation", "tokens_per_note_test", "status",
+    "note", "path",
 ]
 # Files that mark a top-level folder as something other than a run (an analysis output, a
 # prepared dataset from scripts/prepare_data.py), so it is not reported as a failed run.
@@ -40,6 +41,8 @@ _SUMMARY_KEYS = {
     "wall_clock_s": "wall_clock_s", "tokens_per_second": "tokens_per_second",
     "n_layer": "n_layer", "n_embd": "n_embd", "n_head": "n_head", "block_size": "block_size",
     "global_batch_tokens": "global_batch_tokens", "flops_per_token": "flops_per_token",
+    # repeated data (Muennighoff et al. 2023): the unique tokens U_D and the passes over them; nan for older runs
+    "unique_tokens": "U_D", "epochs": "epochs",
 }
 
 

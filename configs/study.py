@@ -49,6 +49,16 @@ class StudyArguments:
         "help": "Largest micro-batch per device, in sequences; accumulation makes up the rest."})
     max_tokens: int = field(default=0, metadata={
         "help": "Token budget D per run (0: one epoch of the train split). Never exceeds one epoch."})
+    unique_tokens: int = field(default=0, metadata={
+        "help": "U_D: train on the first U_D tokens (whole blocks) of the train split only, a random sample of its "
+                "pieces (the split is packed shuffled) and the same for every size and seed. 0: the whole split."})
+    epochs: float = field(default=0.0, metadata={
+        "help": "Passes over the unique data: D = epochs x U_D in whole steps, each pass in a new order (repeated "
+                "data, Muennighoff et al. 2023). 0: D is max_tokens, at most one epoch."})
+    repeat_data: bool = field(default=False, metadata={
+        "help": "Let D exceed one epoch of the unique data (max_tokens, token_budgets, IsoFLOP D values), repeating "
+                "it in a new order each pass; the IsoFLOP planner then keeps sizes it would leave out for needing "
+                "more than one epoch. Off: D never exceeds one epoch."})
     eval_max_blocks: int = field(default=512, metadata={
         "help": "Evaluate on at most this many validation/test blocks (0: all)."})
     peak_tflops: float = field(default=0.0, metadata={
@@ -93,8 +103,11 @@ class StudyArguments:
         if self.global_batch_tokens < 1 or self.max_device_batch_size < 1:
             raise ValueError("global_batch_tokens and max_device_batch_size must be positive, got "
                              f"{self.global_batch_tokens} and {self.max_device_batch_size}.")
-        if self.max_tokens < 0 or self.eval_max_blocks < 0:
-            raise ValueError("max_tokens and eval_max_blocks must be >= 0.")
+        if self.max_tokens < 0 or self.eval_max_blocks < 0 or self.unique_tokens < 0 or self.epochs < 0:
+            raise ValueError("max_tokens, eval_max_blocks, unique_tokens and epochs must be >= 0.")
+        if self.epochs and self.max_tokens:
+            raise ValueError(f"epochs {self.epochs} and max_tokens {self.max_tokens} both set D; give one (epochs: D = "
+                             "epochs x unique_tokens).")
         if any(d <= 0 for d in self.token_budgets) or any(not c > 0 for c in self.isoflop_budgets):
             raise ValueError(f"token_budgets and isoflop_budgets must be positive; got {self.token_budgets} "
                              f"and {self.isoflop_budgets}.")

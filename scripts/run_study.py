@@ -44,7 +44,7 @@ from configs.study import (
 )
 from data.prepared import read_prepared_dataset
 from sharing.push import repo_id_for_size
-from training.batch import check_plan
+from training.batch import check_plan, unique_blocks
 from training.checkpoints import run_recipe
 from training.run import (
     LR_RULE_FILENAME,
@@ -134,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     layout, steps = check_plan(dataset, study)
     n_params = {row["size"]: row["n_params_non_embedding"]
                 for row in size_table(dataset.vocab_size, dataset.block_size, list(dict.fromkeys([*sizes, *swept])))}
-    epoch_steps = dataset.blocks["train"] // layout.sequences_per_step
+    epoch_steps = unique_blocks(dataset, study) // layout.sequences_per_step
     runs, notes = plan_study_runs(sizes, n_params, tokens_per_step=layout.tokens_per_step,
                                   epoch_tokens=epoch_steps * layout.tokens_per_step,
-                                  token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets)
+                                  token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets,
+                                  repeat_data=study.repeat_data)
     if study.cooldown_fraction and len(runs) > len(sizes):  # one stable run per size, a cooldown branch per budget
         runs = plan_cooldown_branches(runs, tokens_per_step=layout.tokens_per_step,
                                       cooldown_fraction=study.cooldown_fraction,

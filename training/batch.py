@@ -69,26 +69,58 @@ def compute_batch_layout(global_batch_tokens: int, block_size: int, world_size: 
     raise AssertionError("unreachable: accumulation == per_rank always fits")
 
 
-def plan_steps(num_train_blocks: int, layout: BatchLayout, max_tokens: int) -> int:
-    """Optimizer steps for a token budget (or one epoch), never repeating data.
+def plan_steps(num_train_blocks: int, layout: BatchLayout, max_tokens: int, epochs: float = 0.0,
+               repeat_data: bool = False) -> int:
+    """Optimizer steps for a token budget (or one epoch, or ``epochs`` passes over the train blocks).
+
+    Args:
+        num_train_blocks: blocks trained on (the unique data, `unique_blocks`).
+        layout: the batch layout.
+        max_tokens: D in tokens (0: one epoch); more than one epoch only with ``repeat_data``.
+        epochs: passes over the blocks (0: use ``max_tokens``); D = epochs x blocks x block_size,
+            in whole steps, data repeated.
+        repeat_data: allow a ``max_tokens`` beyond one epoch.
 
     Raises:
-        ValueError: the budget exceeds one epoch, or the epoch is shorter than one step.
+        ValueError: the budget exceeds one epoch, or it or the epoch is shorter than one step.
     """
     epoch_steps = num_train_blocks // layout.sequences_per_step
     if epoch_steps < 1:
         raise ValueError(f"The train split has {num_train_blocks} blocks, fewer than one step of "
                          f"{layout.sequences_per_step}; lower global_batch_tokens or use more data.")
+    if epochs:
+        steps = int(epochs * num_train_blocks // layout.sequences_per_step)
+        if steps < 1:
+            raise ValueError(f"epochs {epochs} of {num_train_blocks} blocks is less than one step.")
+        return steps
     if not max_tokens:
         return epoch_steps
     steps = max_tokens // layout.tokens_per_step
-    if steps > epoch_steps:
+    if steps > epoch_steps and not repeat_data:
         raise ValueError(f"max_tokens {max_tokens} exceeds one epoch of the train split "
                          f"({epoch_steps * layout.tokens_per_step} tokens in whole steps); lower it, "
-                         "add data, or prepare with --augment-transpose.")
+                         "add data, prepare with --augment-transpose, or set repeat_data to repeat it.")
     if steps < 1:
         raise ValueError(f"max_tokens {max_tokens} is less than one step of {layout.tokens_per_step} tokens.")
     return steps
+
+
+def unique_blocks(dataset: PreparedDataset, study: StudyArguments) -> int:
+    """The train blocks a study trains on: the first ``ceil(unique_tokens / block_size)`` (all when
+    ``unique_tokens`` is 0). The split is packed shuffled, so they are a random sample of its pieces,
+    the same for every size and seed.
+
+    Raises:
+        ValueError: ``unique_tokens`` exceeds the train split.
+    """
+    blocks = dataset.blocks["train"]
+    if not study.unique_tokens:
+        return blocks
+    wanted = -(-study.unique_tokens // dataset.block_size)
+    if wanted > blocks:
+        raise ValueError(f"unique_tokens {study.unique_tokens:,} exceeds the train split "
+                         f"({blocks * dataset.block_size:,} tokens); lower it, or prepare more data.")
+    return wanted
 
 
 def check_plan(dataset: PreparedDataset, study: StudyArguments, world_size: int = 1) -> tuple[BatchLayout, int]:
@@ -102,4 +134,5 @@ def check_plan(dataset: PreparedDataset, study: StudyArguments, world_size: int 
     """
     layout = compute_batch_layout(study.global_batch_tokens, dataset.block_size, world_size,
                                   study.max_device_batch_size)
-    return layout, plan_steps(dataset.blocks["train"], layout, study.max_tokens)
+    return layout, plan_steps(unique_blocks(dataset, study), layout, study.max_tokens, study.epochs,
+                              repeat_data=study.repeat_data)

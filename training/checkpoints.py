@@ -184,8 +184,9 @@ def checkpoint_to_resume(output_dir: Path, max_steps: int, tokens_per_step: int,
         started = None  # a run from before run_plan.json was written: steps checked above only
     if plan is not None and started is not None:
         differences = recipe_differences(started, plan) + [
-            f"has {key} {started.get(key)}, not {plan[key]}" for key in ("model", "learning_rate", "seed")
-            if started.get(key) is not None and started.get(key) != plan[key]]
+            f"has {key} {started.get(key)}, not {plan.get(key)}" for key in ("model", "learning_rate", "seed",
+                                                                              "unique_tokens")
+            if started.get(key) is not None and started.get(key) != plan.get(key)]
         if differences:
             raise ValueError(f"Cannot resume {last}: the run {'; '.join(differences)}. Resume with the same "
                              "arguments, pass --restart to start over, or use another --output-dir.")

@@ -29,7 +29,7 @@ from configs.naming import RUN_SUMMARY_FILENAME, size_name
 from configs.study import DATASET_COMMANDS, StudyArguments
 from data.prepared import DATASET_DICT_FILENAME, PreparedDataset, read_prepared_dataset
 from tokenizer import save_tokenizer
-from training.batch import BatchLayout, check_plan
+from training.batch import BatchLayout, check_plan, unique_blocks
 from training.branches import KeepBranchPoints, branch_start, write_stable_plan
 from training.checkpoints import (
     CHECKPOINT_PREFIX,
@@ -388,6 +388,9 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     datasets, tok, stats = prepared.load(), prepared.load_tokenizer(), prepared.stats
     world_size = training_args.world_size  # processes started by torchrun / accelerate launch
     layout, max_steps = check_plan(prepared, study, world_size)
+    unique = unique_blocks(prepared, study)
+    if unique < prepared.blocks["train"]:  # U_D: the same first blocks for every size and seed
+        datasets["train"] = datasets["train"].select(range(unique))
     main_process = training_args.process_index == 0
     wandb_mode_reason = wandb_mode() if run.wandb and main_process else ("disabled", "--no-wandb or not the main "
                                                                                       "process")
@@ -408,7 +411,8 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
     plan = {**run_recipe(run.dataset, prepared.fingerprint, prepared.block_size, layout.tokens_per_step,
                          training_args.to_dict()),
             "size": str(run.size), "model": {k: getattr(config, k) for k in ("n_layer", "n_embd", "n_head", "n_inner")},
-            "learning_rate": training_args.learning_rate, "seed": training_args.seed, "max_steps": max_steps}
+            "learning_rate": training_args.learning_rate, "seed": training_args.seed, "max_steps": max_steps,
+            "unique_tokens": unique * prepared.block_size}
     own_checkpoint = checkpoint_to_resume(output_dir, max_steps, layout.tokens_per_step, plan, resume=run.resume,
                                           restart=run.restart)
     checkpoint, branch_step = own_checkpoint, None
@@ -468,6 +472,8 @@ def train_size(run: RunArguments, study: StudyArguments, training_args: Training
                 **counts, "n_layer": config.n_layer, "n_embd": config.n_embd, "n_head": config.n_head,
                 "vocab_size": config.vocab_size, "block_size": prepared.block_size,
                 "tokens_trained": n_tokens,
+                # U_D and the passes over it (repeated data: Muennighoff et al. 2023); epochs <= 1 without repeats
+                "unique_tokens": unique * prepared.block_size, "epochs": n_tokens / (unique * prepared.block_size),
                 "flops": 6 * counts["n_params_non_embedding"] * n_tokens,  # C = 6ND, Kaplan et al. 2020, sec. 2.1
                 "flops_total_params": 6 * counts["n_params"] * n_tokens,
                 "train_loss": train_losses[-1] if train_losses else train_output.training_loss,

@@ -174,7 +174,8 @@ class PlannedRun:
 
 def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_step: int, epoch_tokens: int,
                     token_budgets: list[int] = (), isoflop_budgets: list[float] = (),
-                    min_steps: int = MIN_STEPS_PER_RUN) -> tuple[list[PlannedRun], list[str]]:
+                    min_steps: int = MIN_STEPS_PER_RUN,
+                    repeat_data: bool = False) -> tuple[list[PlannedRun], list[str]]:
     """Every run of a study: each size on the main budget, on each extra token budget, and
     on each IsoFLOP budget.
 
@@ -188,10 +189,12 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
         sizes: sizes in study order (smallest first).
         n_params: size -> non-embedding N.
         tokens_per_step: tokens per optimizer step (global batch).
-        epoch_tokens: tokens in one epoch of the train split, in whole steps.
+        epoch_tokens: tokens in one epoch of the train split (of its unique data), in whole steps.
         token_budgets: extra D values trained by every size (a grid over N and D).
         isoflop_budgets: C values in FLOPs.
         min_steps: fewest optimizer steps a planned extra run may have.
+        repeat_data: a D beyond one epoch is planned (the data repeated) instead of refused or
+            left out.
 
     Returns:
         ``(runs, notes)``: the main-budget runs first (in ``sizes`` order), then the grid,
@@ -203,10 +206,10 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
     """
     runs = [PlannedRun(size, run_name(size)) for size in sizes]
     notes = []
-    low, high = min_steps * tokens_per_step, epoch_tokens
+    low, high = min_steps * tokens_per_step, float("inf") if repeat_data else epoch_tokens
     for d in token_budgets:
         steps = int(d) // tokens_per_step
-        if not min_steps <= steps <= epoch_tokens // tokens_per_step:
+        if not min_steps <= steps <= high // tokens_per_step:
             raise ValueError(f"token budget {d:,} gives {steps} steps of {tokens_per_step:,} tokens; token_budgets "
                              f"must lie between {low:,} ({min_steps} steps) and {high:,} (one epoch).")
         runs += [PlannedRun(size, run_name(size, tokens=steps * tokens_per_step), steps * tokens_per_step)

@@ -1,0 +1,66 @@
+"""Training on repeated data: a unique subset U_D, the same for every size, seen several times in a
+new order each pass, and recorded as U_D and epochs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tests_helpers import load_script
+
+import training.run
+from configs.study import StudyArguments
+from data.prepared import read_prepared_dataset
+from training.batch import compute_batch_layout, plan_steps, unique_blocks
+from training.study import plan_study_runs
+
+
+def test_epochs_set_the_steps_and_one_epoch_stays_the_limit_without_them():
+    layout = compute_batch_layout(512, 64, 1, 4)  # 8 blocks a step
+    assert plan_steps(32, layout, 0, epochs=3) == 12
+    assert plan_steps(32, layout, 0, epochs=2.5) == 10
+    with pytest.raises(ValueError, match="exceeds one epoch"):
+        plan_steps(32, layout, 512 * 5)
+    assert plan_steps(32, layout, 512 * 5, repeat_data=True) == 5
+    with pytest.raises(ValueError, match="both set D"):
+        StudyArguments(max_tokens=512, epochs=2)
+
+
+def test_a_run_repeats_only_its_unique_blocks_each_epoch_in_a_new_order(tiny_setup, tmp_path, monkeypatch):
+    root, study, sizes = tiny_setup
+    prepared = read_prepared_dataset(root / "data")
+    assert unique_blocks(prepared, StudyArguments(unique_tokens=2048)) == 32  # 4 steps of 8 blocks per epoch
+    train = prepared.load()["train"].with_format("numpy")
+    unique_rows = {tuple(train[i]["input_ids"]) for i in range(32)}
+    seen = []
+    collate = training.run.collate_blocks
+
+    def recording(features):  # what the Trainer feeds the model, in order
+        seen.extend(tuple(f["input_ids"]) for f in features)
+        return collate(features)
+
+    monkeypatch.setattr(training.run, "collate_blocks", recording)
+    for name in ("w16", "w32"):
+        seen.clear()
+        out = tmp_path / name
+        load_script("train").main(["--size", str(sizes[name]), "--dataset", str(root / "data"), "--study", str(study),
+                                   "--output_dir", str(out), "--no-wandb", "--max_tokens", "0", "--unique_tokens",
+                                   "2048", "--epochs", "3", "--eval_steps", "0"])
+        summary = json.loads((out / "run_summary.json").read_text())
+        assert summary["unique_tokens"] == 2048 and summary["epochs"] == 3.0 and summary["tokens_trained"] == 6144
+        trained = seen[:12 * 8]  # 12 steps of 8 blocks; the final evaluations' batches follow
+        assert set(trained) == unique_rows  # every unique block, nothing outside them, for either size
+        passes = [trained[i * 32:(i + 1) * 32] for i in range(3)]
+        assert all(sorted(p) == sorted(unique_rows) for p in passes)  # each pass sees each block once
+        assert passes[0] != passes[1] and passes[1] != passes[2]  # in a new order
+
+
+def test_the_isoflop_planner_keeps_sizes_that_need_repeats_when_asked():
+    n_params = {"a": 1_000, "b": 10_000, "c": 100_000}
+    common = dict(tokens_per_step=512, epoch_tokens=512 * 400, isoflop_budgets=[6e9])  # D = 1e6, 1e5, 1e4
+    runs, notes = plan_study_runs(list(n_params), n_params, **common)
+    assert [r.run_name for r in runs[3:]] == ["b-C6e9", "c-C6e9"] and "a left out" in notes[0]
+    runs, notes = plan_study_runs(list(n_params), n_params, **common, repeat_data=True)
+    assert [(r.run_name, r.max_tokens // 512) for r in runs[3:]] == [("a-C6e9", 1953), ("b-C6e9", 195),
+                                                                       ("c-C6e9", 20)]
+    assert not notes

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.chinchilla import ChinchillaFit, fit_chinchilla
+from analysis.data_constrained import DataConstrainedFit, fit_data_constrained
 from analysis.frontier import compute_frontier
 from analysis.intervals import t_quantile
 from analysis.isoflop import IsoFlopFit, fit_isoflop
@@ -106,6 +107,9 @@ class ComputeAnalysis:
     predictions: list[dict[str, Any]] = field(default_factory=list)
     max_c: float = math.nan
     holdout: list[HoldoutCheck] = field(default_factory=list)
+    data_constrained: DataConstrainedFit | None = None
+    data_constrained_reason: str = ""
+    data_constrained_holdout: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (fits as their ``to_dict``; reasons as strings; nan -> None)."""
@@ -120,6 +124,9 @@ class ComputeAnalysis:
             "chinchilla_reason": self.chinchilla_reason,
             "predictions": self.predictions,
             "holdout": [c.to_dict() for c in self.holdout],
+            "data_constrained": (self.data_constrained.to_dict() if self.data_constrained
+                                 else {"reason": self.data_constrained_reason}),
+            "data_constrained_holdout": self.data_constrained_holdout,
         })
 
 
@@ -199,10 +206,45 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
         except (ValueError, RuntimeError) as err:
             result.chinchilla_reason[conv] = str(err)
 
+    _fit_repeated_data(result, metric, n_bootstrap, seed)
     result.predictions = predictions_table(result)
     if result.chinchilla.get(convention) is not None:
         result.holdout = holdout_largest_budget(runs, metric, convention, n_bootstrap=n_bootstrap, seed=seed)
     return result
+
+
+def _fit_repeated_data(result: ComputeAnalysis, metric: str, n_bootstrap: int, seed: int) -> None:
+    """Muennighoff et al. (2023)'s data-constrained law (`analysis.data_constrained`) when runs repeat
+    their data, and its check: refitted on the runs of at most half the most epochs, it predicts
+    the others."""
+    runs = result.runs
+    if "epochs" not in runs or not (runs["epochs"].to_numpy(float) > 1 + 1e-9).any():
+        result.data_constrained_reason = ("no run repeats its data (set unique_tokens with epochs, or repeat_data, "
+                                          "in the study file)")
+        return
+    ok = np.isfinite(runs["U_D"].to_numpy(float)) & np.isfinite(runs["N_x"].to_numpy(float))
+    used = runs[ok]
+    columns = (used["N_x"].to_numpy(float), used["D"].to_numpy(float), used["U_D"].to_numpy(float),
+               used[metric].to_numpy(float))
+    try:
+        result.data_constrained = fit_data_constrained(*columns, n_bootstrap=n_bootstrap, seed=seed)
+    except (ValueError, RuntimeError) as err:
+        result.data_constrained_reason = str(err)
+        return
+    epochs = used["epochs"].to_numpy(float)
+    early = epochs <= epochs.max() / 2
+    try:
+        refit = fit_data_constrained(*(c[early] for c in columns), n_bootstrap=0)
+    except (ValueError, RuntimeError) as err:
+        result.data_constrained_holdout = [{"reason": f"no refit on the runs of at most {epochs.max() / 2:g} "
+                                                      f"epochs: {err}"}]
+        return
+    predicted = refit.predict(*(c[~early] for c in columns[:3]))
+    result.data_constrained_holdout = [
+        {"run_name": name, "epochs": float(e), "loss": float(measured), "predicted": float(p),
+         "error": float(p / measured - 1)}
+        for name, e, measured, p in zip(used["run_name"][~early], epochs[~early], columns[3][~early], predicted,
+                                        strict=True)]
 
 
 def holdout_largest_budget(runs: pd.DataFrame, metric: str, convention: str, *, n_bootstrap: int = 200,

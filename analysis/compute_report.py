@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from analysis.compute_optimal import CONVENTION_TEXT, CONVENTIONS, ComputeAnalysis
 from analysis.power_law import PowerLawFit
 
@@ -127,6 +129,39 @@ def _trust_paragraph(result: ComputeAnalysis) -> str:
     return " ".join(parts)
 
 
+def _repeated_data_lines(result: ComputeAnalysis) -> list[str]:
+    """The data-constrained law (Muennighoff et al. 2023) when runs repeat their data: R_D* with its
+    interval, its check on the most repeated runs, and the epochs after which each size stops gaining."""
+    fit = result.data_constrained
+    if fit is None:
+        return [] if "no run repeats" in result.data_constrained_reason else [
+            "### Repeated data", "", f"No data-constrained fit: {result.data_constrained_reason}.", ""]
+    out = ["### Repeated data (Muennighoff et al. 2023)", "",
+           "L = E + A/N^α + B/D'^β with D' = U_D + U_D·R_D*·(1 − exp(−R_D/R_D*)), R_D = D/U_D − 1: a repeated "
+           "token is worth less with each pass, by the constant R_D* (15.4 on text). Fitted in two stages, as "
+           "Muennighoff et al.: the Chinchilla parameters on the runs that saw their data once, then R_D*.", "",
+           f"**R_D* = {fit.R_D_star:.3g}** {_ci(fit.intervals['R_D_star'])} ({fit.n_points} runs; E = {fit.E:.3f}, "
+           f"α = {fit.alpha:.3f}, β = {fit.beta:.3f}; rms residual {fit.rmse_log:.2%} in log loss).", ""]
+    checks = [c for c in result.data_constrained_holdout if "error" in c]
+    if checks:
+        errors = np.array([c["error"] for c in checks])
+        half = max(c["epochs"] for c in checks) / 2
+        out += [f"Check: refitted on the runs of at most {half:g} epochs, the law predicts the {len(checks)} runs of "
+                f"more epochs with errors from {errors.min():+.1%} to {errors.max():+.1%} (mean absolute "
+                f"{np.abs(errors).mean():.1%}).", ""]
+    elif result.data_constrained_holdout:
+        out += [f"No check: {result.data_constrained_holdout[0]['reason']}.", ""]
+    runs = result.runs
+    largest_u = runs["U_D"].max()
+    out += ["| size | N | epochs of U_D = " + f"{largest_u:,.0f}" + " tokens after which one more gains < 0.1 % |",
+            "|---|---:|---:|"]
+    for size, group in runs.groupby("size", sort=False):
+        n = float(group["N_x"].iloc[0])
+        out.append(f"| {size} | {n:,.0f} | {fit.epochs_worth_training(n, largest_u):g} |")
+    out.append("")
+    return out
+
+
 def compute_section(result: ComputeAnalysis, loss_vs_d_sizes: int) -> str:
     """Markdown of the compute-optimal section (joint law, IsoFLOP, frontier, L(D), predictions, trust).
 
@@ -178,6 +213,7 @@ def compute_section(result: ComputeAnalysis, loss_vs_d_sizes: int) -> str:
         out.append("")
     else:
         out += ["No size has 3 or more token budgets, so there is no L(D) fit per size.", ""]
+    out += _repeated_data_lines(result)
     out += ["### Predictions", ""] + _predictions_lines(result)
     out += ["### How far to trust this", "", _trust_paragraph(result), ""]
     return "\n".join(out) + "\n"

@@ -85,3 +85,33 @@ def test_the_r_star_interval_covers_the_truth_as_often_as_it_claims():
         low, high = fit.intervals["R_D_star"]
         covered += low <= MUSIC["R_D_star"] <= high
     assert covered >= 18
+
+
+def test_the_report_fits_a_study_that_repeats_its_data(tmp_path):
+    """Run folders as training.run writes them (N, D, U_D, epochs), losses from the music-like law with
+    0.5 % noise: the report gives R_D* and checks the law on the most repeated runs."""
+    import json
+
+    from analysis.report import run_analysis
+
+    n, d, u, loss = _runs(MUSIC, (MUSIC_GRID[0], MUSIC_GRID[1], [1, 2, 4, 8, 16]), 0.005, 3)
+    for ni, di, ui, li in zip(n, d, u, loss, strict=True):
+        size = f"s{MUSIC_GRID[0].index(ni)}"
+        folder = tmp_path / f"{size}-U{ui:.0f}-e{di / ui:.0f}"
+        folder.mkdir()
+        (folder / "run_summary.json").write_text(json.dumps({
+            "run_name": folder.name, "size": size, "status": "finished", "n_params_non_embedding": ni,
+            "n_params": ni + 1000, "tokens_trained": di, "unique_tokens": ui, "epochs": di / ui,
+            "flops": 6 * ni * di, "flops_per_token": 6 * ni + 100, "eval_loss": li, "test_loss": li,
+            "budget_role": "main" if (ui, di) == (u[0], d[0]) else "grid", "block_size": 256,
+            "global_batch_tokens": 2048}))
+        (folder / "trainer_state.json").write_text(json.dumps({"log_history": []}))
+    result = run_analysis(tmp_path, coverage_studies=0, n_bootstrap=100)
+    fit = result.compute.data_constrained
+    assert fit.R_D_star == pytest.approx(MUSIC["R_D_star"], rel=0.2)
+    assert "### Repeated data (Muennighoff et al. 2023)" in result.report_md
+    assert f"**R_D* = {fit.R_D_star:.3g}**" in result.report_md
+    checks = result.compute.data_constrained_holdout
+    assert {c["epochs"] for c in checks} == {16.0} and len(checks) == 15  # 5 sizes x 3 unique sizes at 16 epochs
+    assert max(abs(c["error"]) for c in checks) < 0.05
+    assert "the law predicts the 15 runs of more epochs" in result.report_md

@@ -11,12 +11,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from tests_helpers import REPO, load_script
+from tests_helpers import REPO, load_script, wait_for
 
 from training.checkpoints import checkpoint_problem
 from training.slurm import SlurmSettings, check_cluster, slurm_settings
@@ -24,13 +23,6 @@ from training.study import PlannedRun, StudyRunnerArguments, run_study
 
 CLUSTER = REPO / "scripts" / "slurm_local_cluster.sh"
 
-
-def _wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.2)
 
 
 def _jobs(job_ids: list[str]) -> dict[str, dict[str, str]]:
@@ -192,7 +184,7 @@ def test_an_interrupted_runner_leaves_its_jobs_running_and_the_same_command_reat
               "    print('interrupted:', err); sys.exit(130)\n")
     proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: (tmp_path / "a" / "started").exists() or proc.poll() is not None, 120, "the job to start")
+        wait_for(lambda: (tmp_path / "a" / "started").exists() or proc.poll() is not None, 120, "the job to start")
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -258,7 +250,7 @@ def stopped_runs(slurm_setup):
     try:
         for case, (out, proc) in started.items():
             marker = out / "w16" / "paused-once"
-            _wait_for(lambda m=marker, p=proc: m.exists() or p.poll() is not None, 300, f"{case}: a checkpoint")
+            wait_for(lambda m=marker, p=proc: m.exists() or p.poll() is not None, 300, f"{case}: a checkpoint")
             assert marker.exists(), proc.communicate()[0][-3000:]
             checkpoint = Path(marker.read_text())
             assert checkpoint_problem(checkpoint) is None  # complete

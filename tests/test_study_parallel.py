@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests_helpers import wait_for
 
 from training.study import PlannedRun, run_slots, run_study
 
@@ -102,13 +102,6 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent's wait is missing
 
 
-def _wait_for(condition, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
 
 def test_sigterm_stops_every_run_and_the_same_command_resumes(tmp_path):
     runner = (f"import sys; sys.path[:0] = {sys.path!r}\n"
@@ -122,7 +115,7 @@ def test_sigterm_stops_every_run_and_the_same_command_resumes(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", runner], env={**os.environ, "FAKE_MODE": "hang"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _wait_for(lambda: all((tmp_path / n / "pids").exists() for n in "ab"), 300, "both runs to start")
+        wait_for(lambda: all((tmp_path / n / "pids").exists() for n in "ab"), 300, "both runs to start")
         pids = [int(p) for n in "ab" for p in (tmp_path / n / "pids").read_text().split()]
         assert all(_alive(pid) for pid in pids)
         proc.send_signal(signal.SIGTERM)
@@ -132,7 +125,7 @@ def test_sigterm_stops_every_run_and_the_same_command_resumes(tmp_path):
             proc.kill()
     assert proc.returncode == 130, out
     assert "interrupted: stopping 2 running run(s)" in out and "each resumes from its last complete checkpoint" in out
-    _wait_for(lambda: not any(_alive(pid) for pid in pids), 60, "the runs and their children to be gone")
+    wait_for(lambda: not any(_alive(pid) for pid in pids), 60, "the runs and their children to be gone")
     saved = {e["run_name"]: e["status"] for e in json.loads((tmp_path / "results.json").read_text())}
     assert saved == {"a": "interrupted", "b": "interrupted"}  # c never started
     results = run_study([PlannedRun("s", "a"), PlannedRun("s", "b"), PlannedRun("s", "c", after=("a",))], tmp_path,

@@ -7,6 +7,7 @@ import http.server
 import importlib.util
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -73,3 +74,13 @@ def local_http_server(answer: Answer) -> Iterator[str]:
         release.set()
         server.shutdown()
         server.server_close()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float, what: str, poll_sec: float = 0.05) -> None:
+    """Wait until ``condition()`` holds (polling), or fail naming ``what`` after ``seconds``: tests
+    wait on conditions, never on fixed sleeps."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(poll_sec)

@@ -27,21 +27,25 @@ def flops_label(c: float) -> str:
 
 
 def run_name(size: str, *, tokens: int | None = None, compute: float | None = None,
-             learning_rate: float | None = None, seed: int | None = None, stable: bool = False) -> str:
+             learning_rate: float | None = None, seed: int | None = None, stable: bool = False,
+             unique: int | None = None, epochs: float | None = None) -> str:
     """The name of a study's run, from what sets it apart: its folder under the study, its W&B run
     name (``TrainingArguments.run_name``) and ``run_name`` in its ``run_summary.json``.
 
     ``<size>`` for the main budget, ``-D<tokens>`` for an extra token budget, ``-C<FLOPs>`` for
     an IsoFLOP budget, ``-lr<rate>`` for one point of a learning-rate sweep, ``-s<seed>`` for a
     repeat with another seed, ``-stable`` for the stable phase of a warmup-stable-decay schedule
-    (trained on ``tokens``, its cooldown branches named like runs of their own budget); e.g.
-    ``demo3``, ``demo3-C1e12``, ``demo1-lr0.0141-s2``, ``demo0-D1310720-stable``.
+    (trained on ``tokens``, its cooldown branches named like runs of their own budget),
+    ``-U<tokens>-e<epochs>`` for ``epochs`` passes over ``unique`` tokens (repeated data); e.g.
+    ``demo3``, ``demo3-C1e12``, ``demo1-lr0.0141-s2``, ``demo0-D1310720-stable``, ``micro1-U24576-e4``.
     """
     name = size_name(size)
     if tokens is not None:
         name += f"-D{tokens}"
     if compute is not None:
         name += f"-C{flops_label(compute)}"
+    if unique is not None:
+        name += f"-U{unique}-e{epochs:g}"
     if learning_rate is not None:
         name += f"-lr{learning_rate:.3g}"
     if seed is not None:

@@ -65,6 +65,7 @@ from training.study import (
     flags_for_each_run,
     own_tokens,
     plan_cooldown_branches,
+    plan_repeated_data_runs,
     plan_study_runs,
     run_slots,
     run_study,
@@ -143,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = plan_cooldown_branches(runs, tokens_per_step=layout.tokens_per_step,
                                       cooldown_fraction=study.cooldown_fraction,
                                       warmup_steps=training_args.warmup_steps)
+    if study.unique_budgets:  # repeated data: each size x U_D x epochs, never branched (each U_D its own data)
+        runs += plan_repeated_data_runs(sizes, tokens_per_step=layout.tokens_per_step, block_size=dataset.block_size,
+                                        train_blocks=dataset.blocks["train"], unique_budgets=study.unique_budgets,
+                                        epoch_budgets=study.epoch_budgets)
     # what every run trains on besides D, rate and seed: a finished run made otherwise is not reused
     recipe = run_recipe(run.dataset, dataset.fingerprint, dataset.block_size,
                         layout.tokens_per_step, training_args.to_dict())
@@ -156,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                           + (f", stable phase, branch points at steps {list(r.branch_points)}" if r.branch_points
                              else "") + ")" for r in extra))
         if any(r.branch_of for r in extra):
-            trained = sum(own_tokens(r, layout.tokens_per_step) for r in extra)
-            separate = sum(r.max_tokens for r in extra if not r.branch_points)
+            budgets = [r for r in extra if not r.unique_tokens]  # the repeated-data grid is never branched
+            trained = sum(own_tokens(r, layout.tokens_per_step) for r in budgets)
+            separate = sum(r.max_tokens for r in budgets if not r.branch_points)
             print(f"cooldown branches: {trained:,} tokens trained for these budgets, against {separate:,} in separate "
                   f"runs ({separate / trained:.2f}x fewer)")
     for note in notes:

@@ -12,7 +12,7 @@ import training.run
 from configs.study import StudyArguments
 from data.prepared import read_prepared_dataset
 from training.batch import compute_batch_layout, plan_steps, unique_blocks
-from training.study import plan_study_runs
+from training.study import plan_repeated_data_runs, plan_study_runs, stale_reason
 
 
 def test_epochs_set_the_steps_and_one_epoch_stays_the_limit_without_them():
@@ -64,3 +64,36 @@ def test_the_isoflop_planner_keeps_sizes_that_need_repeats_when_asked():
     assert [(r.run_name, r.max_tokens // 512) for r in runs[3:]] == [("a-C6e9", 1953), ("b-C6e9", 195),
                                                                        ("c-C6e9", 20)]
     assert not notes
+
+
+def test_the_repeated_data_grid_plans_each_size_unique_size_and_epoch_count():
+    runs = plan_repeated_data_runs(["a", "b"], tokens_per_step=1024, block_size=256, train_blocks=1000,
+                                   unique_budgets=[24_000, 96_000], epoch_budgets=[1, 4], min_steps=20)
+    # U_D rounded up to whole blocks: 24,000 -> 94 blocks = 24,064 tokens; D = epochs x U_D in whole steps
+    assert [(r.run_name, r.max_tokens, r.unique_tokens) for r in runs[:4]] == [
+        ("a-U24064-e1", 23 * 1024, 24064), ("b-U24064-e1", 23 * 1024, 24064),
+        ("a-U24064-e4", 94 * 1024, 24064), ("b-U24064-e4", 94 * 1024, 24064)]
+    args = runs[2].train_args()
+    assert args[args.index("--unique_tokens") + 1] == "24064" and args[args.index("--max_tokens") + 1] == "96256"
+    assert "--repeat_data" in args and args[args.index("--budget_role") + 1] == "grid"
+    with pytest.raises(ValueError, match="exceeds the train split"):
+        plan_repeated_data_runs(["a"], tokens_per_step=1024, block_size=256, train_blocks=10, unique_budgets=[24_000],
+                                epoch_budgets=[1])
+    with pytest.raises(ValueError, match="gives 5 steps"):
+        plan_repeated_data_runs(["a"], tokens_per_step=1024, block_size=256, train_blocks=1000,
+                                unique_budgets=[5_000], epoch_budgets=[1])
+    # a finished run on other unique data is not reused
+    assert "not 24,064" in stale_reason({"tokens_trained": 23 * 1024, "unique_tokens": 2048}, runs[0], None)
+
+
+def test_the_study_runner_trains_the_repeated_data_grid(tiny_setup, tmp_path):
+    root, study, sizes = tiny_setup
+    argv = ["--dataset", str(root / "data"), "--study", str(study), "--output-dir", str(tmp_path / "s"), "--sizes",
+            str(sizes["w16"]), "--max_tokens", "10240", "--unique_budgets", "10240", "--epoch_budgets", "1", "2",
+            "--no-wandb"]
+    assert load_script("run_study").main(argv) == 0
+    for epochs in (1, 2):
+        summary = json.loads((tmp_path / "s" / f"w16-U10240-e{epochs}" / "run_summary.json").read_text())
+        assert (summary["unique_tokens"], summary["epochs"], summary["tokens_trained"]) == (10240, epochs,
+                                                                                           10240 * epochs)
+        assert summary["budget_role"] == "grid"

@@ -134,7 +134,8 @@ def branch_start(branch_of: str, output_dir: Path, training_args: TrainingArgume
     own = ("lr_scheduler_type", "lr_scheduler_kwargs", "max_steps")  # the stable run's constant rate, the cooldown
     differences = recipe_differences({k: v for k, v in stable_plan.items() if k not in own},
                                      {k: v for k, v in plan.items() if k not in own}) + [
-        f"has {key} {stable_plan.get(key)}, not {plan[key]}" for key in ("model", "learning_rate", "seed")
+        f"has {key} {stable_plan.get(key)}, not {plan.get(key)}" for key in ("model", "learning_rate", "seed",
+                                                                           "unique_tokens")
         if stable_plan.get(key) != plan.get(key)]
     if differences:
         raise ValueError(f"Cannot branch from {stable}: the stable run {'; '.join(differences)}. A branch continues "

@@ -127,6 +127,7 @@ class PlannedRun:
         branch_of: for a cooldown branch, the name of the stable run it resumes from.
         schedule: TrainingArguments this run sets apart from the study's (the WSD schedule of a
             stable run or a branch: ``lr_scheduler_type``, ``warmup_steps``, ``lr_scheduler_kwargs``).
+        unique_tokens: U_D of a run on repeated data (`plan_repeated_data_runs`), 0 for the study's own.
     """
 
     size: str
@@ -141,6 +142,7 @@ class PlannedRun:
     branch_points: tuple[int, ...] = ()
     branch_of: str = ""
     schedule: dict[str, Any] = field(default_factory=dict)
+    unique_tokens: int = 0
 
     @property
     def main_budget(self) -> bool:
@@ -155,6 +157,8 @@ class PlannedRun:
                 ["--budget_role", "isoflop", "--compute_budget", repr(float(self.compute_budget))] \
                 if self.compute_budget else ["--budget_role", "grid"]
             args += ["--max_tokens", str(self.max_tokens), *role]
+        if self.unique_tokens:
+            args += ["--unique_tokens", str(self.unique_tokens), "--repeat_data", "true"]
         if self.branch_points:
             args += ["--branch_points", *map(str, self.branch_points)]
         if self.branch_of:
@@ -235,6 +239,43 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
             raise ValueError(f"Two planned runs share the folder {run.run_name}; remove the duplicate budget.")
         seen.add(run.run_name)
     return runs, notes
+
+
+def plan_repeated_data_runs(sizes: list[str], *, tokens_per_step: int, block_size: int, train_blocks: int,
+                            unique_budgets: list[int], epoch_budgets: list[float],
+                            min_steps: int = MIN_STEPS_PER_RUN) -> list[PlannedRun]:
+    """Every size on each unique-data size U_D for each number of epochs: the grid of a study of
+    repeated data (Muennighoff et al. 2023), named ``<size>-U<U_D>-e<epochs>``.
+
+    U_D is rounded up to whole blocks (the train split's first ones, `training.batch.unique_blocks`),
+    D = epochs x U_D down to whole steps.
+
+    Args:
+        sizes: sizes in study order.
+        tokens_per_step: tokens per optimizer step; block_size: tokens per block.
+        train_blocks: blocks in the train split.
+        unique_budgets: U_D values in tokens; epoch_budgets: passes over each.
+        min_steps: fewest optimizer steps a run may have.
+
+    Raises:
+        ValueError: a U_D beyond the train split, or a run under ``min_steps`` steps (its U_D and
+            epochs, and what to change).
+    """
+    runs = []
+    for unique in unique_budgets:
+        blocks = -(-int(unique) // block_size)
+        if blocks > train_blocks:
+            raise ValueError(f"unique budget {unique:,} exceeds the train split ({train_blocks * block_size:,} "
+                             "tokens).")
+        for epochs in epoch_budgets:
+            steps = int(epochs * blocks * block_size // tokens_per_step)
+            if steps < min_steps:
+                raise ValueError(f"U_D {unique:,} for {epochs:g} epochs gives {steps} steps of {tokens_per_step:,} "
+                                 f"tokens, under {min_steps}; raise the smallest unique budget or lower "
+                                 "global_batch_tokens.")
+            runs += [PlannedRun(size, run_name(size, unique=blocks * block_size, epochs=epochs),
+                                steps * tokens_per_step, unique_tokens=blocks * block_size) for size in sizes]
+    return runs
 
 
 def plan_cooldown_branches(runs: list[PlannedRun], *, tokens_per_step: int, cooldown_fraction: float,
@@ -325,6 +366,8 @@ def stale_reason(summary: dict[str, Any], run: PlannedRun, main_tokens: int | No
     if run.learning_rate and trained_lr and abs(trained_lr / run.learning_rate - 1) > 1e-3:
         return (f"was trained at learning rate {trained_lr:.4g}, but the study plans {run.learning_rate:.4g} "
                 f"({run.lr_source or 'fixed'})")
+    if run.unique_tokens and summary.get("unique_tokens") != run.unique_tokens:
+        return f"was trained on {summary.get('unique_tokens')} unique tokens, not {run.unique_tokens:,}"
     trained_seed = summary.get("seed", training.get("seed"))
     if run.seed is not None and trained_seed is not None and trained_seed != run.seed:
         return f"was trained with seed {trained_seed}, but the study plans {run.seed}"

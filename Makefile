@@ -9,7 +9,7 @@ DEMO_RUNS := $(DEMO_DIR)/runs
 DEMO_ANALYSIS := $(DEMO_DIR)/analysis
 NUM_PROC ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: setup data demo-data demo demo-grid test clean-demo
+.PHONY: setup data demo-data demo demo-grid demo-epochs test clean-demo
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ demo-grid: $(DEMO_DATA)/stats.json
 	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS); \
 	analysis=$$?; \
 	if [ $$analysis -eq 0 ]; then echo "Demo report: $(DEMO_ANALYSIS)/report.md"; fi; \
+	if [ $$status -ne 0 ]; then exit $$status; fi; \
+	exit $$analysis
+
+# repeated data: 3 sizes x 3 unique-data sizes x 1, 2, 4 and 8 epochs (configs/demo_epochs_study.yaml), in
+# demo/epochs, then the analysis with the data-constrained law (R_D*)
+demo-epochs: $(DEMO_DATA)/stats.json
+	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_DIR)/epochs --study configs/demo_epochs_study.yaml --parallel 2; \
+	status=$$?; \
+	$(PY) scripts/analyze.py --runs $(DEMO_DIR)/epochs --output $(DEMO_DIR)/epochs/analysis; \
+	analysis=$$?; \
+	if [ $$analysis -eq 0 ]; then echo "Report: $(DEMO_DIR)/epochs/analysis/report.md"; fi; \
 	if [ $$status -ne 0 ]; then exit $$status; fi; \
 	exit $$analysis
 

@@ -101,9 +101,10 @@ def given_flags(argv: list[str]) -> set[str]:
 
 def run_defaults(run: RunArguments, study: StudyArguments, training_args: TrainingArguments,
                  argv: list[str]) -> tuple[TrainingArguments, dict[str, str]]:
-    """The output folder a run takes when ``--output-dir`` is not given, ``runs/<study_name>/<run_name>``
-    (the run's name: ``--run_name``, or its size's), and what was taken by default, for the
-    run's first lines and its ``run_summary.json``.
+    """The defaults of a run's two required places: its dataset (the study file's ``dataset``, checked
+    to be prepared) and its output folder, ``runs/<study_name>/<run_name>`` (the run's name:
+    ``--run_name``, or its size's); and what was taken by default, for the run's first lines and
+    its ``run_summary.json``.
 
     Args:
         run: the parsed run; its dataset is the study file's ``dataset`` unless ``--dataset`` was given.

@@ -151,8 +151,12 @@ def _repeated_data_lines(result: ComputeAnalysis) -> list[str]:
                 f"{np.abs(errors).mean():.1%}).", ""]
     elif result.data_constrained_holdout:
         out += [f"No check: {result.data_constrained_holdout[0]['reason']}.", ""]
+    if fit.rmse_log > 0.05:
+        out += [f"**The law does not describe these runs** (rms residual {fit.rmse_log:.0%} of the loss, against the "
+                "few per cent of noise it assumes): the loss here moves with something the form leaves out (an "
+                "unfinished transient, or overfitting), so R_D* and the table below mean little.", ""]
     runs = result.runs
-    largest_u = runs["U_D"].max()
+    largest_u = runs.loc[runs["epochs"].to_numpy(float) > 1 + 1e-9, "U_D"].max()  # of the repeated runs
     out += ["| size | N | epochs of U_D = " + f"{largest_u:,.0f}" + " tokens after which one more gains < 0.1 % |",
             "|---|---:|---:|"]
     for size, group in runs.groupby("size", sort=False):

@@ -81,7 +81,7 @@ def test_the_r_star_interval_covers_the_truth_as_often_as_it_claims():
     true value in at least 18 (measured over 40 studies: 98 % for R_D*, 95-100 % for the others)."""
     covered = 0
     for seed in range(20):
-        fit = fit_data_constrained(*_runs(MUSIC, MUSIC_GRID, 0.005, 100 + seed), n_bootstrap=100, seed=seed)
+        fit = fit_data_constrained(*_runs(MUSIC, MUSIC_GRID, 0.005, 100 + seed), n_bootstrap=50, seed=seed)
         low, high = fit.intervals["R_D_star"]
         covered += low <= MUSIC["R_D_star"] <= high
     assert covered >= 18

@@ -48,7 +48,8 @@ class StudyArguments:
     max_device_batch_size: int = field(default=16, metadata={
         "help": "Largest micro-batch per device, in sequences; accumulation makes up the rest."})
     max_tokens: int = field(default=0, metadata={
-        "help": "Token budget D per run (0: one epoch of the train split). Never exceeds one epoch."})
+        "help": "Token budget D per run (0: one epoch of the train split). More than one epoch only with "
+                "repeat_data."})
     unique_tokens: int = field(default=0, metadata={
         "help": "U_D: train on the first U_D tokens (whole blocks) of the train split only, a random sample of its "
                 "pieces (the split is packed shuffled) and the same for every size and seed. 0: the whole split."})

@@ -31,37 +31,30 @@ demo-data: $(DEMO_DATA)/stats.json
 $(DEMO_DATA)/stats.json: $(VENV)/.installed
 	$(PY) scripts/prepare_data.py --source builtin --output $(DEMO_DATA) --block-size 256 --num-proc $(NUM_PROC)
 
-demo: $(DEMO_DATA)/stats.json
-	@# analyze what finished even if a size failed; fail when the study or the analysis failed
-	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_study.yaml; \
+# A study, then its analysis: $(1) study file, $(2) study folder, $(3) analysis folder, $(4) extra run_study.py flags. The
+# analysis runs even if a run failed (it reports what finished); the target fails when either failed.
+define study_then_analysis
+	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(2) --study $(1) $(4); \
 	status=$$?; \
-	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS); \
+	$(PY) scripts/analyze.py --runs $(2) --output $(3); \
 	analysis=$$?; \
-	if [ $$analysis -eq 0 ]; then echo "Demo report: $(DEMO_ANALYSIS)/report.md"; fi; \
+	if [ $$analysis -eq 0 ]; then echo "Report: $(3)/report.md"; fi; \
 	if [ $$status -ne 0 ]; then exit $$status; fi; \
 	exit $$analysis
+endef
+
+demo: $(DEMO_DATA)/stats.json
+	$(call study_then_analysis,configs/demo_study.yaml,$(DEMO_RUNS),$(DEMO_ANALYSIS),)
 
 # the demo plus 13 IsoFLOP runs (configs/demo_grid_study.yaml) in the same folder: reuses the demo's
 # runs and learning rates, then the report adds L(D), L(C), IsoFLOP profiles and the joint law L(N, D)
 demo-grid: $(DEMO_DATA)/stats.json
-	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_RUNS) --study configs/demo_grid_study.yaml; \
-	status=$$?; \
-	$(PY) scripts/analyze.py --runs $(DEMO_RUNS) --output $(DEMO_ANALYSIS); \
-	analysis=$$?; \
-	if [ $$analysis -eq 0 ]; then echo "Demo report: $(DEMO_ANALYSIS)/report.md"; fi; \
-	if [ $$status -ne 0 ]; then exit $$status; fi; \
-	exit $$analysis
+	$(call study_then_analysis,configs/demo_grid_study.yaml,$(DEMO_RUNS),$(DEMO_ANALYSIS),)
 
 # repeated data: 3 sizes x 3 unique-data sizes x 1, 2, 4 and 8 epochs (configs/demo_epochs_study.yaml), in
 # demo/epochs, then the analysis with the data-constrained law (R_D*)
 demo-epochs: $(DEMO_DATA)/stats.json
-	$(PY) scripts/run_study.py --dataset $(DEMO_DATA) --output-dir $(DEMO_DIR)/epochs --study configs/demo_epochs_study.yaml --parallel 2; \
-	status=$$?; \
-	$(PY) scripts/analyze.py --runs $(DEMO_DIR)/epochs --output $(DEMO_DIR)/epochs/analysis; \
-	analysis=$$?; \
-	if [ $$analysis -eq 0 ]; then echo "Report: $(DEMO_DIR)/epochs/analysis/report.md"; fi; \
-	if [ $$status -ne 0 ]; then exit $$status; fi; \
-	exit $$analysis
+	$(call study_then_analysis,configs/demo_epochs_study.yaml,$(DEMO_DIR)/epochs,$(DEMO_DIR)/epochs/analysis,--parallel 2)
 
 test: setup
 	$(PY) -m pytest

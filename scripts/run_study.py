@@ -50,7 +50,6 @@ from training.run import (
     LR_RULE_FILENAME,
     RUN_SUMMARY_FILENAME,
     RunArguments,
-    given_flags,
     rule_rate,
     run_defaults,
     swept_sizes,
@@ -111,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if run.size:
         raise ValueError(f"--size names the one size of scripts/train.py; a study trains --sizes {run.size} ... "
                          "(default: the study file's sizes).")
-    defaults_used = run_defaults(run, study, training_args, [*argv, "--output_dir"])[1]  # the study's dataset
-    if "output_dir" not in given_flags(argv):  # the study's folder: runs/<study_name>, one sub-folder per run
-        training_args = dataclasses.replace(training_args, output_dir=str(Path("runs") / study.study_name))
-        defaults_used["output_dir"] = f"{training_args.output_dir} (runs/<study_name>)"
+    # the study's folder, one sub-folder per run
+    training_args, defaults_used = run_defaults(run, study, training_args, argv, Path("runs") / study.study_name,
+                                                "runs/<study_name>")
     for option, value in defaults_used.items():
         print(f"{option}: {value}")
     per_run = [f"--{k}" for k in ("budget_role", "compute_budget", "lr_rule", "lr_source", "branch_of",

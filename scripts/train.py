@@ -28,6 +28,7 @@ import sys
 from pathlib import Path
 
 from configs.cli import run_main
+from configs.naming import size_name
 from configs.study import TRAINER_OPTIONS_SHOWN, StudyArguments, TrainingArguments, parse_with_study
 from training.run import LR_RULE_FILENAME, RunArguments, run_defaults, train_size
 
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                TrainingArguments: TRAINER_OPTIONS_SHOWN})
     if not run.size:
         raise ValueError("--size is required: a name in configs/sizes/ (e.g. --size demo1) or a size YAML file.")
-    training_args, defaults_used = run_defaults(run, study, training_args, argv)
+    run_folder = Path("runs") / study.study_name / (training_args.run_name or size_name(run.size))
+    training_args, defaults_used = run_defaults(run, study, training_args, argv, run_folder,
+                                                "runs/<study_name>/<run_name>")
     if training_args.process_index == 0:
         for option, value in defaults_used.items():
             print(f"{option}: {value}")

@@ -100,17 +100,19 @@ def given_flags(argv: list[str]) -> set[str]:
 
 
 def run_defaults(run: RunArguments, study: StudyArguments, training_args: TrainingArguments,
-                 argv: list[str]) -> tuple[TrainingArguments, dict[str, str]]:
-    """The defaults of a run's two required places: its dataset (the study file's ``dataset``, checked
-    to be prepared) and its output folder, ``runs/<study_name>/<run_name>`` (the run's name:
-    ``--run_name``, or its size's); and what was taken by default, for the run's first lines and
-    its ``run_summary.json``.
+                 argv: list[str], output_dir: Path, output_dir_rule: str) -> tuple[TrainingArguments, dict[str, str]]:
+    """The defaults of the two places a command needs: its dataset (the study file's ``dataset``,
+    checked to be prepared) and its output folder (scripts/train.py: ``runs/<study_name>/<run_name>``;
+    scripts/run_study.py: ``runs/<study_name>``); and what was taken by default, for the first
+    lines printed and the run's ``run_summary.json``.
 
     Args:
         run: the parsed run; its dataset is the study file's ``dataset`` unless ``--dataset`` was given.
-        study: the parsed study settings (its file and name).
+        study: the parsed study settings (its file).
         training_args: the parsed Trainer arguments.
         argv: the command line, to tell given options from defaults.
+        output_dir: the output folder when ``--output-dir`` is not given; ``output_dir_rule`` says
+            how it was formed (printed beside it).
 
     Returns:
         ``(training_args, defaults_used)``: the arguments with the output folder set, and
@@ -133,9 +135,8 @@ def run_defaults(run: RunArguments, study: StudyArguments, training_args: Traini
             raise FileNotFoundError(f"The study's dataset {run.dataset} ({_shown(study.study)}) is not prepared yet; "
                                     f"make it with: {make}; or give --dataset DIR.")
     if "output_dir" not in given:
-        output_dir = Path("runs") / study.study_name / (training_args.run_name or size_name(run.size))
         training_args = dataclasses.replace(training_args, output_dir=str(output_dir))
-        used["output_dir"] = f"{output_dir} (runs/<study_name>/<run_name>)"
+        used["output_dir"] = f"{output_dir} ({output_dir_rule})"
     return training_args, used
 
 

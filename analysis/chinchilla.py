@@ -16,7 +16,14 @@ from numpy.typing import ArrayLike
 from scipy.optimize import minimize
 
 from analysis.intervals import Interval, percentile_interval, percentile_intervals
-from analysis.shared import check_bootstrap, check_positive, json_float, positive_array, positive_vectors
+from analysis.shared import (
+    check_bootstrap,
+    check_positive,
+    json_float,
+    one_blas_thread,
+    positive_array,
+    positive_vectors,
+)
 
 CHINCHILLA_FORMULA = "L(N, D) = E + A / N**alpha + B / D**beta"
 CHINCHILLA_N_PARAMS = 5  # E, A, B, alpha, beta
@@ -319,6 +326,7 @@ def _validate_chinchilla(n: ArrayLike, d: ArrayLike, loss: ArrayLike) -> tuple[n
     return arrays
 
 
+@one_blas_thread
 def fit_chinchilla(
     n: ArrayLike,
     d: ArrayLike,

@@ -26,7 +26,7 @@ from scipy.optimize import minimize_scalar
 
 from analysis.chinchilla import _huber, fit_chinchilla
 from analysis.intervals import Interval, percentile_intervals
-from analysis.shared import check_bootstrap, check_positive, json_float, positive_vectors
+from analysis.shared import check_bootstrap, check_positive, json_float, one_blas_thread, positive_vectors
 
 DATA_CONSTRAINED_FORMULA = ("L(N, D, U_D) = E + A / N**alpha + B / D'**beta, "
                             "D' = U_D + U_D * R_D* * (1 - exp(-(D / U_D - 1) / R_D*))")
@@ -138,6 +138,7 @@ def _fit_r_star(chinchilla: np.ndarray, n: np.ndarray, d: np.ndarray, unique: np
     return float(np.exp(best[0])), float(best[1])
 
 
+@one_blas_thread
 def fit_data_constrained(n: ArrayLike, d: ArrayLike, unique: ArrayLike, loss: ArrayLike, *, delta: float = 1e-3,
                          n_bootstrap: int = 200, confidence: float = 0.95, seed: int = 0) -> DataConstrainedFit:
     """Fit Muennighoff et al. (2023)'s data-constrained law (sec. 3.1) to runs that repeat their data.

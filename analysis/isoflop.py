@@ -15,7 +15,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from analysis.intervals import Interval, percentile_intervals
-from analysis.shared import check_bootstrap, check_positive, json_float, positive_array, positive_vectors
+from analysis.shared import (
+    check_bootstrap,
+    check_positive,
+    json_float,
+    one_blas_thread,
+    positive_array,
+    positive_vectors,
+)
 
 ISOFLOP_FORMULA = "ln N_opt = a * ln C + n_opt_log_intercept; D_opt = C / (k * N_opt)"
 ISOFLOP_MIN_SIZES = 3  # a parabola has 3 coefficients
@@ -180,6 +187,7 @@ def _slopes(log_c: np.ndarray, log_y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return slope, log_y.mean(axis=-1) - slope * log_c.mean()
 
 
+@one_blas_thread
 def fit_isoflop(
     n: ArrayLike,
     loss: ArrayLike,

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.intervals import Interval, linear_fit_interval, linear_prediction_interval
-from analysis.shared import json_float
+from analysis.shared import json_float, one_blas_thread
 
 RULE_FORMULA = "lr*(N) = k * N**(-gamma)"
 # Two learning rates closer than this ratio count as the same grid point (float noise in YAML and JSON).
@@ -233,6 +233,7 @@ class LrRule:
                              "LrRule.to_dict (k, gamma, gamma_ci, confidence, sizes, N, lr_star).") from err
 
 
+@one_blas_thread
 def fit_lr_rule(sweeps: dict[str, SizeSweep], *, confidence: float = 0.95,
                 n_convention: str = "non_embedding") -> LrRule | str:
     """Fit ``lr*(N) = k * N**(-gamma)`` to the swept sizes' refined best learning rates.

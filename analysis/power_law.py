@@ -14,7 +14,7 @@ from numpy.typing import ArrayLike
 from scipy.optimize import least_squares
 
 from analysis.intervals import Interval, profile_interval, profile_threshold
-from analysis.shared import check_confidence, json_float, positive_vectors
+from analysis.shared import check_confidence, json_float, one_blas_thread, positive_vectors
 
 FORMULA = "L(N) = a * N**(-alpha) + c"
 N_PARAMS = 3  # a, alpha, c
@@ -335,6 +335,7 @@ def _validate(n: ArrayLike, loss: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     return n_arr, loss_arr
 
 
+@one_blas_thread
 def fit_power_law(n: ArrayLike, loss: ArrayLike, *, confidence: float = 0.95, intervals: bool = True) -> PowerLawFit:
     """Fits ``L(N) = a * N**(-alpha) + c`` by least squares on ``log L``, with profile intervals.
 

@@ -1,4 +1,4 @@
-"""What the fitters and results of `analysis` share: input checks and JSON-ready numbers.
+"""What the fitters and results of `analysis` share: input checks, JSON-ready numbers, one BLAS thread.
 
 Pure functions, no I/O. Each check raises ``ValueError`` with the name of the argument, what is
 allowed and what was received, so every fitter words the same mistake the same way.
@@ -6,11 +6,17 @@ allowed and what was received, so every fitter words the same mistake the same w
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike
+from threadpoolctl import threadpool_limits
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def positive_array(x: ArrayLike, name: str) -> np.ndarray:
@@ -56,6 +62,23 @@ def positive_vectors(**arrays: ArrayLike) -> tuple[np.ndarray, ...]:
     for name, v in zip(arrays, values, strict=True):
         positive_array(v, name)
     return tuple(values)
+
+
+def one_blas_thread(fit: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: run ``fit`` with the BLAS that numpy and scipy load limited to one thread (threadpoolctl).
+
+    The fits here are many small L-BFGS-B runs, whose vectors and matrices are far too small for
+    threads to help. On a busy 2-core machine OpenBLAS's threads spun against the other work: one
+    SMS-law fit took 31 s with them and 2.4 s without (`analysis.sms_law`), and every fit in the
+    test suite paid the same way. Costs about 1.5 ms per call.
+    """
+
+    @functools.wraps(fit)
+    def limited(*args: P.args, **kwargs: P.kwargs) -> R:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fit(*args, **kwargs)
+
+    return limited
 
 
 def check_positive(value: float, name: str) -> None:

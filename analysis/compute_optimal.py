@@ -35,9 +35,11 @@ from analysis.data_constrained import DataConstrainedFit, fit_data_constrained
 from analysis.frontier import compute_frontier
 from analysis.intervals import t_quantile
 from analysis.isoflop import IsoFlopFit, fit_isoflop
+from analysis.law_comparison import LawScore, compare_repeated_data_laws
 from analysis.power_law import PowerLawFit, fit_power_law
 from analysis.prediction_check import HoldoutCheck, no_check
 from analysis.shared import json_safe
+from analysis.sms_law import SMSLawFit, fit_sms_law
 
 # convention -> the N column of analysis.loaders.load_local_runs (N_flops = FLOPs per token / 6)
 CONVENTION_COLUMNS = {"non_embedding": "N", "total": "N_total", "flops": "N_flops"}
@@ -110,6 +112,11 @@ class ComputeAnalysis:
     data_constrained: DataConstrainedFit | None = None
     data_constrained_reason: str = ""
     data_constrained_holdout: list[dict[str, Any]] = field(default_factory=list)
+    repeated_runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sms_law: SMSLawFit | None = None
+    sms_law_reason: str = ""
+    law_comparison: list[LawScore] = field(default_factory=list)
+    turning_points: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (fits as their ``to_dict``; reasons as strings; nan -> None)."""
@@ -127,6 +134,10 @@ class ComputeAnalysis:
             "data_constrained": (self.data_constrained.to_dict() if self.data_constrained
                                  else {"reason": self.data_constrained_reason}),
             "data_constrained_holdout": self.data_constrained_holdout,
+            "repeated_runs": self.repeated_runs["run_name"].tolist() if len(self.repeated_runs) else [],
+            "sms_law": self.sms_law.to_dict() if self.sms_law else {"reason": self.sms_law_reason},
+            "law_comparison": [row.to_dict() for row in self.law_comparison],
+            "turning_points": self.turning_points,
         })
 
 
@@ -152,8 +163,12 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}; got {convention!r}.")
     runs = runs[np.isfinite(runs[metric].to_numpy(float)) & (runs[metric].to_numpy(float) > 0)].copy()
-    n_x, c_x = convention_columns(runs, convention)
-    runs["N_x"], runs["C_x"] = n_x, c_x
+    runs["N_x"], runs["C_x"] = convention_columns(runs, convention)
+    # a repeated token is not a new one (Muennighoff et al. 2023): runs over several epochs are fitted
+    # only by the laws of repeated data, the laws below would count their repeats as new data
+    repeated = (runs["epochs"].to_numpy(float) > 1 + 1e-9) if "epochs" in runs else np.zeros(len(runs), bool)
+    all_runs, runs = runs, runs[~repeated].copy()
+    c_x = runs["C_x"].to_numpy(float)
     loss = runs[metric].to_numpy(float)
     result = ComputeAnalysis(metric=metric, convention=convention, runs=runs,
                              max_c=float(np.nanmax(c_x)) if len(runs) else math.nan)
@@ -206,6 +221,8 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
         except (ValueError, RuntimeError) as err:
             result.chinchilla_reason[conv] = str(err)
 
+    if repeated.any():
+        result.repeated_runs = all_runs[np.isfinite(all_runs["U_D"].to_numpy(float))].copy()
     _fit_repeated_data(result, metric, n_bootstrap, seed)
     result.predictions = predictions_table(result)
     if result.chinchilla.get(convention) is not None:
@@ -214,24 +231,30 @@ def analyze_compute(runs: pd.DataFrame, *, metric: str = "eval_loss", convention
 
 
 def _fit_repeated_data(result: ComputeAnalysis, metric: str, n_bootstrap: int, seed: int) -> None:
-    """Muennighoff et al. (2023)'s data-constrained law (`analysis.data_constrained`) when runs repeat
-    their data, and its check: refitted on the runs of at most half the most epochs, it predicts
-    the others."""
-    runs = result.runs
-    if "epochs" not in runs or not (runs["epochs"].to_numpy(float) > 1 + 1e-9).any():
+    """The laws of repeated data on ``result.repeated_runs``: Muennighoff et al. (2023)'s
+    data-constrained law (`analysis.data_constrained`) and its check (refitted on the runs of at
+    most half the most epochs, it predicts the others), MuPT's SMS law (`analysis.sms_law`), the
+    comparison of the laws (`analysis.law_comparison`) and where each size's loss turned up."""
+    runs = result.repeated_runs
+    if not len(runs):
         result.data_constrained_reason = ("no run repeats its data (set unique_tokens with epochs, or repeat_data, "
                                           "in the study file)")
+        result.sms_law_reason = result.data_constrained_reason
         return
-    ok = np.isfinite(runs["U_D"].to_numpy(float)) & np.isfinite(runs["N_x"].to_numpy(float))
-    used = runs[ok]
-    columns = (used["N_x"].to_numpy(float), used["D"].to_numpy(float), used["U_D"].to_numpy(float),
-               used[metric].to_numpy(float))
+    result.turning_points = turning_points(runs, metric)
+    columns = (runs["N_x"].to_numpy(float), runs["D"].to_numpy(float), runs["U_D"].to_numpy(float),
+               runs[metric].to_numpy(float))
+    try:
+        result.sms_law = fit_sms_law(*columns, n_bootstrap=n_bootstrap, seed=seed)
+    except (ValueError, RuntimeError) as err:
+        result.sms_law_reason = str(err)
+    result.law_comparison = compare_repeated_data_laws(*columns)
     try:
         result.data_constrained = fit_data_constrained(*columns, n_bootstrap=n_bootstrap, seed=seed)
     except (ValueError, RuntimeError) as err:
         result.data_constrained_reason = str(err)
         return
-    epochs = used["epochs"].to_numpy(float)
+    epochs = runs["epochs"].to_numpy(float)
     early = epochs <= epochs.max() / 2
     try:
         refit = fit_data_constrained(*(c[early] for c in columns), n_bootstrap=0)
@@ -243,8 +266,34 @@ def _fit_repeated_data(result: ComputeAnalysis, metric: str, n_bootstrap: int, s
     result.data_constrained_holdout = [
         {"run_name": name, "epochs": float(e), "loss": float(measured), "predicted": float(p),
          "error": float(p / measured - 1)}
-        for name, e, measured, p in zip(used["run_name"][~early], epochs[~early], columns[3][~early], predicted,
+        for name, e, measured, p in zip(runs["run_name"][~early], epochs[~early], columns[3][~early], predicted,
                                         strict=True)]
+
+
+def turning_points(runs: pd.DataFrame, metric: str) -> list[dict[str, Any]]:
+    """Where each size's validation loss turns up on each unique-data size: the epochs of its
+    lowest final loss among the runs of that size and U_D.
+
+    Args:
+        runs: runs with ``size``, ``N_x``, ``U_D``, ``epochs`` and ``metric`` columns.
+        metric: loss column, nats/token.
+
+    Returns:
+        One dict per (size, U_D) with two or more epoch counts, ordered by N then U_D: ``size``,
+        ``N``, ``U_D``, ``epochs`` (the counts trained), ``losses``, ``best_epochs`` and
+        ``turned_up`` (whether a run of more epochs than ``best_epochs`` ended higher; when not,
+        the loss still fell at the most epochs trained).
+    """
+    out = []
+    for (n, unique), group in runs.sort_values(["N_x", "U_D", "epochs"]).groupby(["N_x", "U_D"], sort=False):
+        if group["epochs"].nunique() < 2:
+            continue
+        losses = group[metric].to_numpy(float)
+        best = int(np.argmin(losses))
+        out.append({"size": str(group["size"].iloc[0]), "N": float(n), "U_D": float(unique),
+                    "epochs": group["epochs"].astype(float).tolist(), "losses": losses.tolist(),
+                    "best_epochs": float(group["epochs"].iloc[best]), "turned_up": best < len(group) - 1})
+    return out
 
 
 def holdout_largest_budget(runs: pd.DataFrame, metric: str, convention: str, *, n_bootstrap: int = 200,

@@ -8,11 +8,13 @@ from typing import Any
 import numpy as np
 
 from analysis.compute_optimal import CONVENTION_TEXT, CONVENTIONS, ComputeAnalysis
+from analysis.data_constrained import LOG_R_STAR_BOUNDS
 from analysis.power_law import PowerLawFit
 
 ISOFLOP_PLOT_FILE = "isoflop_profiles.png"
 FRONTIER_PLOT_FILE = "compute_frontier.png"
 LOSS_VS_D_PLOT_FILE = "loss_vs_tokens.png"
+EPOCHS_PLOT_FILE = "loss_vs_epochs.png"
 
 
 def _num(x: Any, fmt: str = "{:.3g}") -> str:
@@ -129,40 +131,163 @@ def _trust_paragraph(result: ComputeAnalysis) -> str:
     return " ".join(parts)
 
 
+def _law_table(result: ComputeAnalysis) -> list[str]:
+    """The comparison of the laws of repeated data (`analysis.law_comparison`), best held-out first named."""
+    rows = result.law_comparison
+    checks = list(dict.fromkeys(name for row in rows for name in row.held_out))
+    out = ["| law | parameters | rms of ln L, all runs | AICc | "
+           + " | ".join(f"held out: {c} (rms / max error / R²)" for c in checks) + " |",
+           "|---|---:|---:|---:|" + "---:|" * len(checks)]
+    reasons: list[str] = []
+    for row in rows:
+        if row.reason:
+            out.append(f"| {row.law} | {row.n_params} | not fitted: {row.reason} |" + " |" * (len(checks) + 1))
+            continue
+        cells = []
+        for c in checks:
+            score = row.held_out.get(c)
+            if score is not None and score.reason:
+                reasons.append(f"{row.law}, {c}: {score.reason}")
+            cells.append("-" if score is None else f"no refit ({len(reasons)})" if score.reason else
+                         f"{score.rmse_log:.1%} / {score.max_error:.0%} / {_num(score.r2, '{:.2f}')}")
+        out.append(f"| {row.law} | {row.n_params} | {row.rmse_log:.1%} | {_num(row.aicc, '{:.1f}')} | "
+                   + " | ".join(cells) + " |")
+    out.append("")
+    out += [f"({i}) {reason}" + ("" if reason.endswith(".") else ".") for i, reason in enumerate(reasons, 1)]
+    out += [""] if reasons else []
+    lead = []
+    for c in checks:
+        scored = [r for r in rows
+                  if c in r.held_out and not r.held_out[c].reason and math.isfinite(r.held_out[c].rmse_log)]
+        if scored:
+            best = min(scored, key=lambda r: r.held_out[c].rmse_log)
+            n_test = best.held_out[c].n_test
+            lead.append(f"on the {n_test} runs of the {c} check, held out of the refit, **{best.law}** predicts best "
+                        f"(rms {best.held_out[c].rmse_log:.1%} of the loss)")
+    fitted = [r for r in rows if not r.reason and math.isfinite(r.aicc)]
+    if fitted:
+        best = min(fitted, key=lambda r: r.aicc)
+        lead.append(f"on all runs the lowest AICc (fit against parameters) is **{best.law}**'s")
+    return ([("Which law to trust: " + "; ".join(lead) + "."), ""] if lead else []) + out
+
+
+def _turning_lines(result: ComputeAnalysis) -> list[str]:
+    """Where each size's loss turned up, measured and as the SMS law predicts it."""
+    points = result.turning_points
+    if not points:
+        return []
+    sms = result.sms_law
+    out = ["Where the loss turns up: for each size and U_D, the epoch count of its lowest final loss (a "
+           "later run ending higher means the model overfits); the SMS law's column is where its prediction "
+           "is lowest (∞: still falling at 1,000 epochs).", "",
+           "| size | N | U_D | epochs trained | lowest loss at | turned up | SMS law: lowest at |",
+           "|---|---:|---:|---|---:|---|---:|"]
+    for p in points:
+        predicted = sms.overfitting_epochs(p["N"], p["U_D"]) if sms is not None else math.nan
+        out.append(f"| {p['size']} | {p['N']:,.0f} | {p['U_D']:,.0f} | "
+                   + ", ".join(f"{e:g}" for e in p["epochs"])
+                   + f" | {p['best_epochs']:g} epochs ({min(p['losses']):.4f}) | "
+                   + ("yes" if p["turned_up"] else f"no, still falling at {max(p['epochs']):g}")
+                   + f" | {'∞' if math.isinf(predicted) else _num(predicted, '{:.1f}')} |")
+    return [*out, ""]
+
+
+def _music_vs_text(result: ComputeAnalysis) -> list[str]:
+    """Where these runs behave like text (Muennighoff et al. 2023) and like MuPT's ABC, in numbers."""
+    out = []
+    fit = result.data_constrained
+    if fit is not None and fit.rmse_log <= 0.05:
+        low, high = fit.intervals["R_D_star"]
+        if math.isfinite(low) and math.isfinite(high):
+            verdict = ("faster than on text" if high < 15.4 else "slower than on text" if low > 15.4 else
+                       "at a rate these runs cannot tell from text's")
+            out.append(f"- Repeats lose their value {verdict}: R_D* = {fit.R_D_star:.3g} [{low:.3g}, {high:.3g}] "
+                       "against 15.4 fitted on text (Muennighoff et al. 2023, where 4 epochs are worth almost "
+                       "4 of new data).")
+    elif fit is not None:
+        out.append(f"- R_D* cannot be compared with text's 15.4: the data-constrained law leaves "
+                   f"{fit.rmse_log:.0%} rms residuals on these runs.")
+    turned = [p for p in result.turning_points if p["turned_up"]]
+    if result.turning_points:
+        if turned:
+            first = min(turned, key=lambda p: p["best_epochs"])
+            out.append(f"- {len(turned)} of {len(result.turning_points)} size × U_D series turned up; the earliest, "
+                       f"{first['size']} on U_D = {first['U_D']:,.0f}, after {first['best_epochs']:g} epochs. MuPT's "
+                       "ABC models (190M-1B parameters) overfit after about 3 epochs (Qu et al. 2024, sec. 4.2.3); "
+                       "text models keep gaining to about 16 (Muennighoff et al. 2023).")
+        else:
+            most = max(max(p["epochs"]) for p in result.turning_points)
+            out.append(f"- No size's loss turned up within {most:g} epochs on any U_D: these models are too small, "
+                       "or their runs too short, to overfit the unique data (MuPT's ABC models overfit after about 3 "
+                       "epochs).")
+    return (["Music against text:", "", *out, ""]) if out else []
+
+
 def _repeated_data_lines(result: ComputeAnalysis) -> list[str]:
-    """The data-constrained law (Muennighoff et al. 2023) when runs repeat their data: R_D* with its
-    interval, its check on the most repeated runs, and the epochs after which each size stops gaining."""
+    """The laws of repeated data: their comparison on held-out runs first, then the loss against
+    epochs, where it turns up, R_D* of the data-constrained and SMS laws, and music against text."""
+    runs = result.repeated_runs
+    if not len(runs):
+        return []
+    repeats = runs[runs["epochs"].to_numpy(float) > 1 + 1e-9]
+    out = ["### Repeated data", "",
+           f"{len(repeats)} runs repeated a unique subset of U_D tokens for several epochs "
+           f"(U_D = {', '.join(f'{u:,.0f}' for u in sorted(repeats['U_D'].unique()))}; epochs "
+           f"{', '.join(f'{e:g}' for e in sorted(repeats['epochs'].unique()))}). A repeated token is not a new one, so "
+           "these runs are left out of every fit above. Here three laws of repeated data, and Chinchilla's counting "
+           "repeats as new data, are fitted to them and the runs that saw their U_D once "
+           f"({len(runs)} runs), and each is refitted without part of the runs to predict that part:", "",
+           "- data-constrained (Muennighoff et al. 2023, sec. 3.1): L = E + A/N^α + B/D'^β with "
+           "D' = U_D + U_D·R_D*·(1 − exp(−R_D/R_D*)), R_D = D/U_D − 1; a repeated token is worth less with each "
+           "pass, by the constant R_D* (15.4 on text);",
+           "- SMS (Qu et al. 2024, MuPT, eq. 2 and 3): L = d/(N^α·D''^β) + A/N^α + B/D''^β + E "
+           "+ GELU(k_d·D + k_n·ln N − k_u·ln U_D − k_in), D'' = U_D·(1 − k^(D/U_D))/(1 − k), k = R_D*/(1 + R_D*); "
+           "eq. 2 is the same without the GELU overfitting term.", ""]
+    out += _law_table(result)
+    out += [f"![Loss vs. epochs]({EPOCHS_PLOT_FILE})", ""]
+    out += _turning_lines(result)
     fit = result.data_constrained
     if fit is None:
-        return [] if "no run repeats" in result.data_constrained_reason else [
-            "### Repeated data", "", f"No data-constrained fit: {result.data_constrained_reason}.", ""]
-    out = ["### Repeated data (Muennighoff et al. 2023)", "",
-           "L = E + A/N^α + B/D'^β with D' = U_D + U_D·R_D*·(1 − exp(−R_D/R_D*)), R_D = D/U_D − 1: a repeated "
-           "token is worth less with each pass, by the constant R_D* (15.4 on text). Fitted in two stages, as "
-           "Muennighoff et al.: the Chinchilla parameters on the runs that saw their data once, then R_D*.", "",
-           f"**R_D* = {fit.R_D_star:.3g}** {_ci(fit.intervals['R_D_star'])} ({fit.n_points} runs; E = {fit.E:.3f}, "
-           f"α = {fit.alpha:.3f}, β = {fit.beta:.3f}; rms residual {fit.rmse_log:.2%} in log loss).", ""]
-    checks = [c for c in result.data_constrained_holdout if "error" in c]
-    if checks:
-        errors = np.array([c["error"] for c in checks])
-        half = max(c["epochs"] for c in checks) / 2
-        out += [f"Check: refitted on the runs of at most {half:g} epochs, the law predicts the {len(checks)} runs of "
-                f"more epochs with errors from {errors.min():+.1%} to {errors.max():+.1%} (mean absolute "
-                f"{np.abs(errors).mean():.1%}).", ""]
-    elif result.data_constrained_holdout:
-        out += [f"No check: {result.data_constrained_holdout[0]['reason']}.", ""]
-    if fit.rmse_log > 0.05:
-        out += [f"**The law does not describe these runs** (rms residual {fit.rmse_log:.0%} of the loss, against the "
-                "few per cent of noise it assumes): the loss here moves with something the form leaves out (an "
-                "unfinished transient, or overfitting), so R_D* and the table below mean little.", ""]
-    runs = result.runs
-    largest_u = runs.loc[runs["epochs"].to_numpy(float) > 1 + 1e-9, "U_D"].max()  # of the repeated runs
-    out += ["| size | N | epochs of U_D = " + f"{largest_u:,.0f}" + " tokens after which one more gains < 0.1 % |",
-            "|---|---:|---:|"]
-    for size, group in runs.groupby("size", sort=False):
-        n = float(group["N_x"].iloc[0])
-        out.append(f"| {size} | {n:,.0f} | {fit.epochs_worth_training(n, largest_u):g} |")
-    out.append("")
+        out += [f"No data-constrained fit: {result.data_constrained_reason}.", ""]
+    else:
+        out += ["Data-constrained law, fitted in two stages as Muennighoff et al.: the Chinchilla parameters on the "
+                "runs that saw their data once, then R_D*: "
+                f"**R_D* = {fit.R_D_star:.3g}** {_ci(fit.intervals['R_D_star'])} ({fit.n_points} runs; "
+                f"E = {fit.E:.3f}, α = {fit.alpha:.3f}, β = {fit.beta:.3f}; rms residual {fit.rmse_log:.2%} in log "
+                "loss).", ""]
+        checks = [c for c in result.data_constrained_holdout if "error" in c]
+        if checks:
+            errors = np.array([c["error"] for c in checks])
+            half = max(c["epochs"] for c in checks) / 2
+            out += [f"Refitted on the runs of at most {half:g} epochs, it predicts the {len(checks)} runs of more "
+                    f"epochs with errors from {errors.min():+.1%} to {errors.max():+.1%} (mean absolute "
+                    f"{np.abs(errors).mean():.1%}).", ""]
+        elif result.data_constrained_holdout:
+            out += [f"No check: {result.data_constrained_holdout[0]['reason']}.", ""]
+        if fit.rmse_log > 0.05:
+            out += [f"**The data-constrained law does not describe these runs** (rms residual {fit.rmse_log:.0%} of "
+                    "the loss, against the few per cent of noise it assumes): the loss here moves with something the "
+                    "form leaves out (an unfinished transient, or overfitting), so its R_D* means little.", ""]
+    sms = result.sms_law
+    if sms is None:
+        out += [f"No SMS-law fit: {result.sms_law_reason}.", ""]
+    else:
+        out += [f"SMS law (eq. 3), fitted on all {sms.n_points} runs: **R_D* = {sms.R_D_star:.3g}** "
+                f"{_ci(sms.intervals.get('R_D_star'))}, α = {sms.alpha:.3f}, β = {sms.beta:.3f}, E = {sms.E:.3f}, "
+                f"d = {sms.d:.3g}; overfitting term k_d = {sms.k_d:.3g}/token, k_n = {sms.k_n:.3g}, "
+                f"k_u = {sms.k_u:.3g}, k_in = {sms.k_in:.3g}; rms residual {sms.rmse_log:.2%} in log loss "
+                f"({sms.n_bootstrap_used} bootstrap refits for the intervals)."
+                + (" R_D* sits at the top of its search range (1,000): in these runs a repeat costs nothing the law "
+                   "can measure." if sms.R_D_star > 0.99 * math.exp(LOG_R_STAR_BOUNDS[1]) else ""), ""]
+    out += _music_vs_text(result)
+    if fit is not None:
+        largest_u = repeats["U_D"].max()
+        out += ["| size | N | epochs of U_D = " + f"{largest_u:,.0f}" + " tokens after which one more gains < 0.1 % "
+                "(data-constrained law) |", "|---|---:|---:|"]
+        for size, group in runs.groupby("size", sort=False):
+            n = float(group["N_x"].iloc[0])
+            out.append(f"| {size} | {n:,.0f} | {fit.epochs_worth_training(n, largest_u):g} |")
+        out.append("")
     return out
 
 

@@ -18,6 +18,7 @@ from analysis.isoflop import IsoFlopFit
 from analysis.lr_sweep import LrRule, SizeSweep
 from analysis.power_law import PowerLawFit
 from analysis.prediction_check import HoldoutCheck
+from analysis.sms_law import SMSLawFit
 
 N_LABELS = {
     "N": "non-embedding parameters N",
@@ -356,4 +357,48 @@ def plot_loss_vs_tokens(runs: pd.DataFrame, fits: dict[str, PowerLawFit | str], 
     ax.set_title("Final loss vs. training tokens (one run per point)")
     _readable_log_yaxis(ax)
     ax.legend(fontsize=7)
+    return fig
+
+
+def plot_loss_vs_epochs(runs: pd.DataFrame, sms_law: SMSLawFit | None, metric: str) -> Figure:
+    """Final loss against epochs over U_D, one panel per unique-data size U_D, one colour per size,
+    with MuPT's SMS law (Qu et al. 2024, eq. 3) drawn through each size where it was fitted.
+
+    Args:
+        runs: runs with ``size``, ``N_x``, ``U_D``, ``epochs`` and ``metric`` (each point one run;
+            runs with fewer than two epoch counts on their U_D are not drawn).
+        sms_law: the fitted law (`analysis.sms_law.fit_sms_law`), or None (points only).
+        metric: loss column, nats/token.
+    """
+    counts = runs.groupby("U_D")["epochs"].nunique() if len(runs) else pd.Series(dtype=float)
+    uniques = sorted(counts[counts >= 2].index)
+    fig = Figure(figsize=(3.6 * max(len(uniques), 1) + 0.8, 4.2), dpi=150, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(len(uniques), 1), sharey=True, squeeze=False)[0]
+    if not uniques:
+        _empty_note(axes[0], "no unique-data size was trained for two or more epoch counts")
+        return fig
+    sizes = list(dict.fromkeys(runs.sort_values("N_x")["size"]))
+    colors = _size_colors(sizes)
+    for ax, unique in zip(axes, uniques, strict=True):
+        group = runs[runs["U_D"] == unique]
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.set_xlabel("epochs over U_D")
+        ax.set_title(f"U_D = {_si(unique)} tokens", fontsize=9)
+        grid = np.geomspace(1.0, group["epochs"].max() * 2, 80)
+        for size in sizes:
+            points = group[group["size"] == size].sort_values("epochs")
+            if points.empty:
+                continue
+            ax.plot(points["epochs"], points[metric], "o-", color=colors[size], ms=4, lw=1, label=str(size))
+            if sms_law is not None:
+                n = float(points["N_x"].iloc[0])
+                ax.plot(grid, sms_law.predict(n, grid * unique, unique), "--", color=colors[size], lw=0.9, alpha=0.8)
+    axes[0].set_ylabel(METRIC_LABELS.get(metric, metric))
+    _readable_log_yaxis(axes[0])
+    axes[-1].legend(fontsize=7, title="points: runs; dashed: SMS law" if sms_law is not None else None,
+                    title_fontsize=7)
+    fig.suptitle("Final loss vs. epochs of repeated data, per unique-data size", fontsize=10)
     return fig

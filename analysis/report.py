@@ -17,13 +17,20 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.compute_optimal import CONVENTION_COLUMNS, ComputeAnalysis, analyze_compute, per_note_loss
-from analysis.compute_report import FRONTIER_PLOT_FILE, ISOFLOP_PLOT_FILE, LOSS_VS_D_PLOT_FILE, compute_section
+from analysis.compute_report import (
+    EPOCHS_PLOT_FILE,
+    FRONTIER_PLOT_FILE,
+    ISOFLOP_PLOT_FILE,
+    LOSS_VS_D_PLOT_FILE,
+    compute_section,
+)
 from analysis.loaders import load_eval_curves, load_local_runs
 from analysis.lr_sweep import RULE_FORMULA, LrRule, SizeSweep, fit_lr_rule, sweeps_by_size
 from analysis.noise import SeedNoise, seed_noise
 from analysis.plots import (
     plot_frontier,
     plot_isoflop,
+    plot_loss_vs_epochs,
     plot_loss_vs_tokens,
     plot_lr_sweeps,
     plot_scaling,
@@ -533,6 +540,8 @@ def run_analysis(
             compute.runs, all_curves[all_curves["run_name"].isin(compute.runs["run_name"])], compute.loss_vs_c,
             metric, f"compute C (FLOPs, {n_convention} convention)", extrapolate_to=100 * compute.max_c)
         figures[LOSS_VS_D_PLOT_FILE] = plot_loss_vs_tokens(compute.runs, compute.loss_vs_d, metric)
+        if len(compute.repeated_runs):
+            figures[EPOCHS_PLOT_FILE] = plot_loss_vs_epochs(compute.repeated_runs, compute.sms_law, metric)
         compute_md = compute_section(compute, sum(1 for v in compute.loss_vs_d.values() if not isinstance(v, str)))
         fit_dict["joint_holdout"] = [c.to_dict() for c in compute.holdout]
     quality = load_sample_quality(used)

@@ -109,9 +109,17 @@ def test_the_report_fits_a_study_that_repeats_its_data(tmp_path):
     result = run_analysis(tmp_path, coverage_studies=0, n_bootstrap=100)
     fit = result.compute.data_constrained
     assert fit.R_D_star == pytest.approx(MUSIC["R_D_star"], rel=0.2)
-    assert "### Repeated data (Muennighoff et al. 2023)" in result.report_md
+    assert "### Repeated data" in result.report_md and "![Loss vs. epochs](loss_vs_epochs.png)" in result.report_md
     assert f"**R_D* = {fit.R_D_star:.3g}**" in result.report_md
     checks = result.compute.data_constrained_holdout
     assert {c["epochs"] for c in checks} == {16.0} and len(checks) == 15  # 5 sizes x 3 unique sizes at 16 epochs
     assert max(abs(c["error"]) for c in checks) < 0.05
-    assert "the law predicts the 15 runs of more epochs" in result.report_md
+    assert "it predicts the 15 runs of more epochs" in result.report_md
+    # the laws compared on the runs they were not fitted on, in a table that leads the section
+    comparison = {row.law.split(" (")[0]: row for row in result.compute.law_comparison}
+    assert comparison["Data-constrained"].held_out["more epochs"].rmse_log < 0.02
+    assert (comparison["Chinchilla"].held_out["more epochs"].rmse_log
+            > 2 * comparison["Data-constrained"].held_out["more epochs"].rmse_log)
+    assert "Which law to trust:" in result.report_md
+    assert result.report_md.index("Which law to trust:") < result.report_md.index("**R_D* =")
+    assert "loss_vs_epochs.png" in result.figures

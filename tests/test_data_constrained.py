@@ -35,23 +35,34 @@ def test_effective_data_follows_the_papers_formula():
     assert 0.9 < four < 1.0  # four epochs are worth nearly four epochs of new data at text's R* (their sec. 5)
 
 
-@pytest.mark.parametrize(("law", "grid", "noise", "tolerance"), [
-    # measured over 10 seeds: music-like at 0.5 % noise R* within 4 %, beta 5 %, alpha 11 %;
-    # text-like at 0.2 %: R* within 14 %, E 8 %, alpha 7 %, beta 13 % (A and B trade with the
-    # exponents and are not recovered to 10 %: up to 35 % and 49 %)
-    (MUSIC, MUSIC_GRID, 0.005, {"R_D_star": 0.2, "beta": 0.1, "alpha": 0.15}),
-    (TEXT, TEXT_GRID, 0.002, {"R_D_star": 0.2, "E": 0.1, "alpha": 0.1, "beta": 0.15}),
-])
-def test_the_fit_recovers_a_known_law_from_noisy_runs(law, grid, noise, tolerance):
+# a study as one would run it: seven sizes over 3.5 decades, each on three unique sizes for up to 32
+# (64) epochs, and on one epoch of a smaller and a larger budget than the unique sizes
+MUSIC_STUDY = ([1e3, 4e3, 1.5e4, 6e4, 2.5e5, 1e6, 4e6], MUSIC_GRID[1], MUSIC_GRID[2], [2.5e4, 6.4e6])
+TEXT_STUDY = ([3e7, 1e8, 3e8, 1e9, 3e9, 1e10, 3e10], TEXT_GRID[1], TEXT_GRID[2], [2.5e8, 6.4e10])
+
+
+def _study_runs(law, study, noise, seed):
+    sizes, uniques, epochs, once = study
+    n, d, u, _ = _runs(law, (sizes, uniques, epochs), 0.0, 0)
+    n1, d1 = (np.array(v, float).ravel() for v in np.meshgrid(sizes, once, indexing="ij"))
+    n, d, u = np.concatenate([n, n1]), np.concatenate([d, d1]), np.concatenate([u, d1])
+    loss = law["E"] + law["A"] * n ** -law["alpha"] + law["B"] * effective_data(d, u, law["R_D_star"]) ** -law["beta"]
+    return n, d, u, loss * np.exp(np.random.default_rng(seed).normal(0.0, noise, len(n)))
+
+
+@pytest.mark.parametrize(("law", "study", "noise"), [(MUSIC, MUSIC_STUDY, 0.005), (TEXT, TEXT_STUDY, 0.002)])
+def test_the_fit_recovers_a_known_law_from_noisy_runs(law, study, noise):
+    """The issue's target: R_D* within 20 %, the other parameters within 10 %. Measured over 10 seeds:
+    music-like at 0.5 % noise, every parameter within 6 % (R_D* 1.6 %); text-like at 0.2 %, A
+    within 10.1 %, the others 8.4 % (R_D* 2.4 %). With five sizes over 2.4 decades and single-epoch
+    runs only at the unique sizes, A and B traded with the exponents by up to 36 %."""
     for seed in range(3):
-        n, d, u, loss = _runs(law, grid, noise, seed)
-        fit = fit_data_constrained(n, d, u, loss, n_bootstrap=0)
-        for name, tol in tolerance.items():
-            assert getattr(fit, name) == pytest.approx(law[name], rel=tol), (seed, name)
-        # the law predicts runs it was not fitted on: a size 4x the largest, at each unique size and epoch
-        # count (off by up to 3.1 % for the music-like law at 0.5 % noise: E is the least determined)
-        big = _runs(law, ([grid[0][-1] * 4], grid[1], grid[2]), 0.0, 0)
-        assert np.max(np.abs(fit.predict(big[0], big[1], big[2]) / big[3] - 1)) < 0.05
+        fit = fit_data_constrained(*_study_runs(law, study, noise, seed), n_bootstrap=0)
+        for name in law:
+            assert getattr(fit, name) == pytest.approx(law[name], rel=0.2 if name == "R_D_star" else 0.1), (seed, name)
+        # the law predicts runs it was not fitted on: a size 4x the largest, at each unique size and epoch count
+        big = _runs(law, ([study[0][-1] * 4], study[1], study[2]), 0.0, 0)
+        assert np.max(np.abs(fit.predict(big[0], big[1], big[2]) / big[3] - 1)) < 0.02
 
 
 def test_intervals_cover_the_true_r_star_and_epochs_stop_paying():

@@ -176,19 +176,25 @@ def _turning_lines(result: ComputeAnalysis) -> list[str]:
     points = result.turning_points
     if not points:
         return []
-    sms = result.sms_law
+    sms, constrained = result.sms_law, result.data_constrained
     out = ["Where the loss turns up: for each size and U_D, the epoch count of its lowest final loss (a "
-           "later run ending higher means the model overfits); the SMS law's column is where its prediction "
-           "is lowest (∞: still falling at 1,000 epochs).", "",
-           "| size | N | U_D | epochs trained | lowest loss at | turned up | SMS law: lowest at |",
-           "|---|---:|---:|---|---:|---|---:|"]
+           "later run ending higher means the model overfits); where the SMS law's prediction is lowest (∞: "
+           "still falling at 1,000 epochs); and the loss each law predicts for one epoch more than the most "
+           "trained.", "",
+           "| size | N | U_D | epochs trained | lowest loss at | turned up | SMS law: lowest at | one more epoch: "
+           "data-constrained / SMS law |",
+           "|---|---:|---:|---|---:|---|---:|---:|"]
     for p in points:
         predicted = sms.overfitting_epochs(p["N"], p["U_D"]) if sms is not None else math.nan
+        more = (max(p["epochs"]) + 1) * p["U_D"]
+        next_losses = [float(fit.predict(p["N"], more, p["U_D"])) if fit is not None else math.nan
+                       for fit in (constrained, sms)]
         out.append(f"| {p['size']} | {p['N']:,.0f} | {p['U_D']:,.0f} | "
                    + ", ".join(f"{e:g}" for e in p["epochs"])
                    + f" | {p['best_epochs']:g} epochs ({min(p['losses']):.4f}) | "
                    + ("yes" if p["turned_up"] else f"no, still falling at {max(p['epochs']):g}")
-                   + f" | {'∞' if math.isinf(predicted) else _num(predicted, '{:.1f}')} |")
+                   + f" | {'∞' if math.isinf(predicted) else _num(predicted, '{:.1f}')} | "
+                   + " / ".join(_num(v, "{:.4f}") for v in next_losses) + " |")
     return [*out, ""]
 
 

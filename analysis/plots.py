@@ -383,6 +383,7 @@ def plot_loss_vs_epochs(runs: pd.DataFrame, sms_law: SMSLawFit | None, metric: s
     for ax, unique in zip(axes, uniques, strict=True):
         group = runs[runs["U_D"] == unique]
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         ax.set_xlabel("epochs over U_D")

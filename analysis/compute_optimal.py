@@ -41,6 +41,9 @@ from analysis.prediction_check import HoldoutCheck, no_check
 from analysis.shared import json_safe
 from analysis.sms_law import SMSLawFit, fit_sms_law
 
+# a series of runs over more epochs of one U_D "turns up" when its last run ends this much above its
+# lowest: rises below it are read as flat (the run-to-run noise of the demo's runs is of this order)
+TURN_UP_RISE = 0.01
 # convention -> the N column of analysis.loaders.load_local_runs (N_flops = FLOPs per token / 6)
 CONVENTION_COLUMNS = {"non_embedding": "N", "total": "N_total", "flops": "N_flops"}
 CONVENTIONS = tuple(CONVENTION_COLUMNS)
@@ -279,20 +282,22 @@ def turning_points(runs: pd.DataFrame, metric: str) -> list[dict[str, Any]]:
         metric: loss column, nats/token.
 
     Returns:
-        One dict per (size, U_D) with two or more epoch counts, ordered by N then U_D: ``size``,
-        ``N``, ``U_D``, ``epochs`` (the counts trained), ``losses``, ``best_epochs`` and
-        ``turned_up`` (whether a run of more epochs than ``best_epochs`` ended higher; when not,
-        the loss still fell at the most epochs trained).
+        One dict per (size, U_D) with two or more epoch counts, one of them above 1, ordered by N
+        then U_D: ``size``, ``N``, ``U_D``, ``epochs`` (the counts trained), ``losses``,
+        ``best_epochs``, ``rise`` (the last run's loss over the lowest, minus 1) and ``turned_up``:
+        whether the last run ended more than `TURN_UP_RISE` above the lowest (a smaller rise is read
+        as flat, since the run-to-run noise is of that order).
     """
     out = []
     for (n, unique), group in runs.sort_values(["N_x", "U_D", "epochs"]).groupby(["N_x", "U_D"], sort=False):
-        if group["epochs"].nunique() < 2:
+        if group["epochs"].nunique() < 2 or group["epochs"].max() <= 1 + 1e-9:
             continue
         losses = group[metric].to_numpy(float)
         best = int(np.argmin(losses))
+        rise = float(losses[-1] / losses[best] - 1)
         out.append({"size": str(group["size"].iloc[0]), "N": float(n), "U_D": float(unique),
                     "epochs": group["epochs"].astype(float).tolist(), "losses": losses.tolist(),
-                    "best_epochs": float(group["epochs"].iloc[best]), "turned_up": best < len(group) - 1})
+                    "best_epochs": float(group["epochs"].iloc[best]), "rise": rise, "turned_up": rise > TURN_UP_RISE})
     return out
 
 

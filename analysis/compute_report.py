@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from analysis.compute_optimal import CONVENTION_TEXT, CONVENTIONS, ComputeAnalysis
+from analysis.compute_optimal import CONVENTION_TEXT, CONVENTIONS, TURN_UP_RISE, ComputeAnalysis
 from analysis.data_constrained import LOG_R_STAR_BOUNDS
 from analysis.power_law import PowerLawFit
 
@@ -178,9 +178,9 @@ def _turning_lines(result: ComputeAnalysis) -> list[str]:
         return []
     sms, constrained = result.sms_law, result.data_constrained
     out = ["Where the loss turns up: for each size and U_D, the epoch count of its lowest final loss (a "
-           "later run ending higher means the model overfits); where the SMS law's prediction is lowest (∞: "
-           "still falling at 1,000 epochs); and the loss each law predicts for one epoch more than the most "
-           "trained.", "",
+           f"later run ending more than {TURN_UP_RISE:.0%} higher means the model overfits; ≤: the fewest epochs "
+           "trained, so the turn may come earlier); where the SMS law's prediction is lowest (∞: still falling at "
+           "1,000 epochs); and the loss each law predicts for one epoch more than the most trained.", "",
            "| size | N | U_D | epochs trained | lowest loss at | turned up | SMS law: lowest at | one more epoch: "
            "data-constrained / SMS law |",
            "|---|---:|---:|---|---:|---|---:|---:|"]
@@ -189,43 +189,57 @@ def _turning_lines(result: ComputeAnalysis) -> list[str]:
         more = (max(p["epochs"]) + 1) * p["U_D"]
         next_losses = [float(fit.predict(p["N"], more, p["U_D"])) if fit is not None else math.nan
                        for fit in (constrained, sms)]
+        first = p["best_epochs"] == min(p["epochs"]) and p["turned_up"]
+        trend = (f"yes, +{p['rise']:.1%} by {max(p['epochs']):g}" if p["turned_up"] else
+                 f"no, still falling at {max(p['epochs']):g}" if p["rise"] <= 0 else
+                 f"flat (+{p['rise']:.1%} by {max(p['epochs']):g})")
         out.append(f"| {p['size']} | {p['N']:,.0f} | {p['U_D']:,.0f} | "
                    + ", ".join(f"{e:g}" for e in p["epochs"])
-                   + f" | {p['best_epochs']:g} epochs ({min(p['losses']):.4f}) | "
-                   + ("yes" if p["turned_up"] else f"no, still falling at {max(p['epochs']):g}")
+                   + f" | {'≤ ' if first else ''}{p['best_epochs']:g} epochs ({min(p['losses']):.4f}) | " + trend
                    + f" | {'∞' if math.isinf(predicted) else _num(predicted, '{:.1f}')} | "
                    + " / ".join(_num(v, "{:.4f}") for v in next_losses) + " |")
     return [*out, ""]
 
 
 def _music_vs_text(result: ComputeAnalysis) -> list[str]:
-    """Where these runs behave like text (Muennighoff et al. 2023) and like MuPT's ABC, in numbers."""
+    """Where these runs behave like text (Muennighoff et al. 2023) and like MuPT's ABC, in numbers:
+    R_D* from the law of repeated data that describes the runs (rms residual <= 5 %), and where the
+    loss turned up."""
     out = []
-    fit = result.data_constrained
-    if fit is not None and fit.rmse_log <= 0.05:
+    laws = [("the data-constrained law", result.data_constrained), ("the SMS law", result.sms_law)]
+    usable = [(name, fit) for name, fit in laws if fit is not None and fit.rmse_log <= 0.05]
+    if usable:
+        name, fit = usable[0]
         low, high = fit.intervals["R_D_star"]
         if math.isfinite(low) and math.isfinite(high):
             verdict = ("faster than on text" if high < 15.4 else "slower than on text" if low > 15.4 else
                        "at a rate these runs cannot tell from text's")
-            out.append(f"- Repeats lose their value {verdict}: R_D* = {fit.R_D_star:.3g} [{low:.3g}, {high:.3g}] "
-                       "against 15.4 fitted on text (Muennighoff et al. 2023, where 4 epochs are worth almost "
-                       "4 of new data).")
-    elif fit is not None:
-        out.append(f"- R_D* cannot be compared with text's 15.4: the data-constrained law leaves "
-                   f"{fit.rmse_log:.0%} rms residuals on these runs.")
-    turned = [p for p in result.turning_points if p["turned_up"]]
-    if result.turning_points:
-        if turned:
-            first = min(turned, key=lambda p: p["best_epochs"])
-            out.append(f"- {len(turned)} of {len(result.turning_points)} size × U_D series turned up; the earliest, "
-                       f"{first['size']} on U_D = {first['U_D']:,.0f}, after {first['best_epochs']:g} epochs. MuPT's "
-                       "ABC models (190M-1B parameters) overfit after about 3 epochs (Qu et al. 2024, sec. 4.2.3); "
-                       "text models keep gaining to about 16 (Muennighoff et al. 2023).")
-        else:
-            most = max(max(p["epochs"]) for p in result.turning_points)
-            out.append(f"- No size's loss turned up within {most:g} epochs on any U_D: these models are too small, "
-                       "or their runs too short, to overfit the unique data (MuPT's ABC models overfit after about 3 "
-                       "epochs).")
+            out.append(f"- Repeats lose their value {verdict}: R_D* = {fit.R_D_star:.3g} [{low:.3g}, {high:.3g}] by "
+                       f"{name} (rms residual {fit.rmse_log:.1%}), against 15.4 fitted on text (Muennighoff et al. "
+                       "2023, where 4 epochs are worth almost 4 of new data).")
+    elif any(fit is not None for _, fit in laws):
+        out.append("- R_D* cannot be compared with text's 15.4: no law of repeated data describes these runs to 5 % "
+                   "(rms residuals: " + ", ".join(f"{name} {fit.rmse_log:.0%}" for name, fit in laws if fit is not None)
+                   + ").")
+    points = result.turning_points
+    if points:
+        for unique in sorted({p["U_D"] for p in points}):
+            series = [p for p in points if p["U_D"] == unique]
+            turned = [p for p in series if p["turned_up"]]
+            most = max(max(p["epochs"]) for p in series)
+            if turned:
+                out.append(f"- U_D = {unique:,.0f} tokens: {', '.join(p['size'] for p in turned)} turned up, lowest at "
+                           + ", ".join(("≤ " if p["best_epochs"] == min(p["epochs"]) else "") + f"{p['best_epochs']:g}"
+                                       for p in turned)
+                           + f" epochs; {len(series) - len(turned)} of {len(series)} sizes did not within {most:g}.")
+            else:
+                out.append(f"- U_D = {unique:,.0f} tokens: no size turned up within {most:g} epochs.")
+        turned = [p for p in points if p["turned_up"]]
+        here = (f"here the lowest loss of a series that turned up came after {min(p['best_epochs'] for p in turned):g} "
+                "epochs or more" if turned else "here no series turned up")
+        out.append("- MuPT's ABC models (190M-4B parameters, U_D of 2-34B tokens) overfit after about 3 epochs (Qu "
+                   "et al. 2024, sec. 4.2.3) and text keeps gaining to about 16 (Muennighoff et al. 2023); "
+                   f"{here}.")
     return (["Music against text:", "", *out, ""]) if out else []
 
 

@@ -142,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = plan_cooldown_branches(runs, tokens_per_step=layout.tokens_per_step,
                                       cooldown_fraction=study.cooldown_fraction,
                                       warmup_steps=training_args.warmup_steps)
-    if study.unique_budgets:  # repeated data: each size x U_D x epochs, never branched (each U_D its own data)
+    if study.unique_budgets:  # repeated data: each size x U_D x (epochs, or D from each U_D below it), never branched
         runs += plan_repeated_data_runs(sizes, tokens_per_step=layout.tokens_per_step, block_size=dataset.block_size,
                                         train_blocks=dataset.blocks["train"], unique_budgets=study.unique_budgets,
-                                        epoch_budgets=study.epoch_budgets)
+                                        epoch_budgets=study.epoch_budgets, token_budgets=study.repeat_token_budgets)
     # what every run trains on besides D, rate and seed: a finished run made otherwise is not reused
     recipe = run_recipe(run.dataset, dataset.fingerprint, dataset.block_size,
                         layout.tokens_per_step, training_args.to_dict())

@@ -69,12 +69,13 @@ def test_the_isoflop_planner_keeps_sizes_that_need_repeats_when_asked():
 def test_the_repeated_data_grid_plans_each_size_unique_size_and_epoch_count():
     runs = plan_repeated_data_runs(["a", "b"], tokens_per_step=1024, block_size=256, train_blocks=1000,
                                    unique_budgets=[24_000, 96_000], epoch_budgets=[1, 4], min_steps=20)
-    # U_D rounded up to whole blocks: 24,000 -> 94 blocks = 24,064 tokens; D = epochs x U_D in whole steps
+    # U_D rounded up to whole steps, so that each pass ends on a full step: 24,000 -> 24 steps = 24,576 tokens
+    # (94 whole blocks would leave a step of 2 blocks at the end of every pass); D = epochs x U_D
     assert [(r.run_name, r.max_tokens, r.unique_tokens) for r in runs[:4]] == [
-        ("a-U24064-e1", 23 * 1024, 24064), ("b-U24064-e1", 23 * 1024, 24064),
-        ("a-U24064-e4", 94 * 1024, 24064), ("b-U24064-e4", 94 * 1024, 24064)]
+        ("a-U24576-e1", 24 * 1024, 24576), ("b-U24576-e1", 24 * 1024, 24576),
+        ("a-U24576-e4", 96 * 1024, 24576), ("b-U24576-e4", 96 * 1024, 24576)]
     args = runs[2].train_args()
-    assert args[args.index("--unique_tokens") + 1] == "24064" and args[args.index("--max_tokens") + 1] == "96256"
+    assert args[args.index("--unique_tokens") + 1] == "24576" and args[args.index("--max_tokens") + 1] == "98304"
     assert "--repeat_data" in args and args[args.index("--budget_role") + 1] == "grid"
     with pytest.raises(ValueError, match="exceeds the train split"):
         plan_repeated_data_runs(["a"], tokens_per_step=1024, block_size=256, train_blocks=10, unique_budgets=[24_000],
@@ -83,7 +84,31 @@ def test_the_repeated_data_grid_plans_each_size_unique_size_and_epoch_count():
         plan_repeated_data_runs(["a"], tokens_per_step=1024, block_size=256, train_blocks=1000,
                                 unique_budgets=[5_000], epoch_budgets=[1])
     # a finished run on other unique data is not reused
-    assert "not 24,064" in stale_reason({"tokens_trained": 23 * 1024, "unique_tokens": 2048}, runs[0], None)
+    assert "not 24,576" in stale_reason({"tokens_trained": 24 * 1024, "unique_tokens": 2048}, runs[0], None)
+
+
+def test_the_equal_d_design_reaches_each_d_from_every_unique_size_at_or_below_it():
+    runs = plan_repeated_data_runs(["a", "b"], tokens_per_step=1024, block_size=256, train_blocks=1000,
+                                   unique_budgets=[3_000, 12_288, 30_000], token_budgets=[24_576, 49_152],
+                                   min_steps=20)
+    # U_D 3,000 -> 3 steps (3,072 tokens), 12,288 -> 12 steps, 30,000 -> 30 steps (above the first D: left out there)
+    assert [(r.run_name, r.max_tokens // 1024, r.unique_tokens) for r in runs if r.size == "a"] == [
+        ("a-U3072-e8", 24, 3072), ("a-U3072-e16", 48, 3072), ("a-U12288-e2", 24, 12288),
+        ("a-U12288-e4", 48, 12288), ("a-U30720-e1.6", 48, 30720)]
+    assert [r.run_name for r in runs[:2]] == ["a-U3072-e8", "b-U3072-e8"]  # every size at each (U_D, D)
+    with pytest.raises(ValueError, match="unique budget 60,000 is above every repeat_token_budgets D"):
+        plan_repeated_data_runs(["a"], tokens_per_step=1024, block_size=256, train_blocks=1000,
+                                unique_budgets=[60_000], token_budgets=[24_576, 49_152])
+    with pytest.raises(ValueError, match="one of the two"):
+        plan_repeated_data_runs(["a"], tokens_per_step=1024, block_size=256, train_blocks=1000,
+                                unique_budgets=[3_000], epoch_budgets=[2], token_budgets=[24_576])
+    # the study file takes one design or the other, and neither without unique_budgets
+    assert StudyArguments(unique_budgets=[3072], repeat_token_budgets=[24576]).repeat_token_budgets == [24576]
+    for bad in ({"unique_budgets": [3072], "epoch_budgets": [2], "repeat_token_budgets": [24576]},
+                {"repeat_token_budgets": [24576]}, {"unique_budgets": [3072]},
+                {"unique_budgets": [3072], "repeat_token_budgets": [0]}):
+        with pytest.raises(ValueError, match="goes with one of epoch_budgets"):
+            StudyArguments(**bad)
 
 
 def test_the_study_runner_trains_the_repeated_data_grid(tiny_setup, tmp_path):
@@ -97,3 +122,4 @@ def test_the_study_runner_trains_the_repeated_data_grid(tiny_setup, tmp_path):
         assert (summary["unique_tokens"], summary["epochs"], summary["tokens_trained"]) == (10240, epochs,
                                                                                            10240 * epochs)
         assert summary["budget_role"] == "grid"
+

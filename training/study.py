@@ -242,39 +242,62 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
 
 
 def plan_repeated_data_runs(sizes: list[str], *, tokens_per_step: int, block_size: int, train_blocks: int,
-                            unique_budgets: list[int], epoch_budgets: list[float],
+                            unique_budgets: list[int], epoch_budgets: list[float] = (), token_budgets: list[int] = (),
                             min_steps: int = MIN_STEPS_PER_RUN) -> list[PlannedRun]:
-    """Every size on each unique-data size U_D for each number of epochs: the grid of a study of
-    repeated data (Muennighoff et al. 2023), named ``<size>-U<U_D>-e<epochs>``.
+    """Every size on each unique-data size U_D, for each number of epochs or up to each token budget:
+    the runs of a study of repeated data (Muennighoff et al. 2023), named ``<size>-U<U_D>-e<epochs>``.
 
-    U_D is rounded up to whole blocks (the train split's first ones, `training.batch.unique_blocks`),
-    D = epochs x U_D down to whole steps.
+    Two designs. With ``epoch_budgets``, every U_D for every number of epochs (a grid; runs of equal
+    D appear only where U_D x epochs coincide). With ``token_budgets``, every D from every U_D at or
+    below it, in D / U_D epochs: the same D from less and less unique data, which measures what a
+    repeat costs at equal compute (their fig. 3); the runs that see D once are the study's own
+    token budgets on the whole split.
+
+    U_D is rounded up to whole optimizer steps (the train split's first blocks,
+    `training.batch.unique_blocks`), so that every pass ends on a full step and D counts only
+    tokens trained; D = epochs x U_D, or the token budget, down to whole steps.
 
     Args:
         sizes: sizes in study order.
-        tokens_per_step: tokens per optimizer step; block_size: tokens per block.
+        tokens_per_step: tokens per optimizer step; block_size: tokens per block (a divisor of it).
         train_blocks: blocks in the train split.
-        unique_budgets: U_D values in tokens; epoch_budgets: passes over each.
+        unique_budgets: U_D values in tokens.
+        epoch_budgets: passes over each U_D; or
+        token_budgets: D values in tokens, each reached from every U_D at or below it.
         min_steps: fewest optimizer steps a run may have.
 
+    Returns:
+        The runs, by U_D, then epochs or D, then size.
+
     Raises:
-        ValueError: a U_D beyond the train split, or a run under ``min_steps`` steps (its U_D and
-            epochs, and what to change).
+        ValueError: both designs or neither; a U_D beyond the train split; a run under ``min_steps``
+            steps; or, with ``token_budgets``, a U_D above every D (each says what to change).
     """
+    if bool(epoch_budgets) == bool(token_budgets):
+        raise ValueError(f"give epoch_budgets {list(epoch_budgets)} or token_budgets {list(token_budgets)}, one of "
+                         "the two.")
     runs = []
     for unique in unique_budgets:
-        blocks = -(-int(unique) // block_size)
-        if blocks > train_blocks:
-            raise ValueError(f"unique budget {unique:,} exceeds the train split ({train_blocks * block_size:,} "
-                             "tokens).")
-        for epochs in epoch_budgets:
-            steps = int(epochs * blocks * block_size // tokens_per_step)
+        epoch_steps = -(-int(unique) // tokens_per_step)
+        unique_tokens = epoch_steps * tokens_per_step
+        if unique_tokens > train_blocks * block_size:
+            raise ValueError(f"unique budget {unique:,} ({unique_tokens:,} in whole steps of {tokens_per_step:,} "
+                             f"tokens) exceeds the train split ({train_blocks * block_size:,} tokens).")
+        if epoch_budgets:
+            plan = [(epochs, int(epochs * epoch_steps)) for epochs in epoch_budgets]
+        else:
+            plan = [(steps / epoch_steps, steps) for steps in (int(d) // tokens_per_step for d in token_budgets)
+                    if steps >= epoch_steps]
+            if not plan:
+                raise ValueError(f"unique budget {unique:,} is above every repeat_token_budgets D "
+                                 f"({', '.join(f'{d:,}' for d in token_budgets)}); lower it or add a larger D.")
+        for epochs, steps in plan:
             if steps < min_steps:
                 raise ValueError(f"U_D {unique:,} for {epochs:g} epochs gives {steps} steps of {tokens_per_step:,} "
                                  f"tokens, under {min_steps}; raise the smallest unique budget or lower "
                                  "global_batch_tokens.")
-            runs += [PlannedRun(size, run_name(size, unique=blocks * block_size, epochs=epochs),
-                                steps * tokens_per_step, unique_tokens=blocks * block_size) for size in sizes]
+            runs += [PlannedRun(size, run_name(size, unique=unique_tokens, epochs=epochs), steps * tokens_per_step,
+                                unique_tokens=unique_tokens) for size in sizes]
     return runs
 
 

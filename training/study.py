@@ -303,7 +303,8 @@ def plan_repeated_data_runs(sizes: list[str], *, tokens_per_step: int, block_siz
 
 def plan_cooldown_branches(runs: list[PlannedRun], *, tokens_per_step: int, cooldown_fraction: float,
                            warmup_steps: float) -> list[PlannedRun]:
-    """Each size's extra-budget runs as cooldown branches of one warmup-stable-decay run.
+    """Each size's extra-budget runs as cooldown branches of one warmup-stable-decay run (per unique-data
+    size, for runs on repeated data).
 
     Hagele et al. 2024 (sec. 3-4) train at a constant rate after warmup and, for each budget of
     T optimizer steps, branch a cooldown from the stable phase's checkpoint at step
@@ -315,37 +316,46 @@ def plan_cooldown_branches(runs: list[PlannedRun], *, tokens_per_step: int, cool
     branches' warmup, is shared, so it is the study's ``warmup_steps`` in steps (>= 1), or that
     fraction of the size's shortest budget (< 1).
 
+    Runs on repeated data (`plan_repeated_data_runs`) branch from a stable run of their own size
+    and U_D, ``<size>-U<U_D>-e<epochs>-stable``, which passes over those U_D tokens as often as its
+    longest branch needs (a new order each pass, the Trainer's seeded sampler: seed + epoch), so
+    a branch of k epochs is the run of k epochs with this schedule, resumed mid-pass or not.
+
     Args:
-        runs: planned runs (`plan_study_runs`); those with a ``max_tokens`` are replaced, the
-            main-budget runs are kept as they are.
+        runs: planned runs (`plan_study_runs`, `plan_repeated_data_runs`); those with a
+            ``max_tokens`` are replaced, the main-budget runs are kept as they are.
         tokens_per_step: tokens per optimizer step.
         cooldown_fraction: the share of each budget spent in its cooldown, in (0, 1).
         warmup_steps: the study's ``warmup_steps`` (a count, or a fraction of a run below 1).
 
     Returns:
-        The main-budget runs, then each size's stable run, then the branches.
+        The main-budget runs, then each stable run (by size, then U_D, as they first appear in
+        ``runs``), then the branches.
 
     Raises:
-        ValueError: the warmup does not end before a size's first branch point.
+        ValueError: the warmup does not end before a stable run's first branch point.
     """
-    keep, by_size = [], {}
+    keep, by_stable = [], {}
     for run in runs:
         if run.max_tokens is None:
             keep.append(run)
-        else:
-            by_size.setdefault(run.size, []).append(run)
+        else:  # the same data: one size on the whole split, or on one U_D
+            by_stable.setdefault((run.size, run.unique_tokens), []).append(run)
     stables, branches = [], []
-    for size, budget_runs in by_size.items():
+    for (size, unique), budget_runs in by_stable.items():
         steps = {run.run_name: run.max_tokens // tokens_per_step for run in budget_runs}
         cooldown = {name: max(1, round(cooldown_fraction * t)) for name, t in steps.items()}
         starts = {name: steps[name] - cooldown[name] for name in steps}
         warmup = int(warmup_steps) if warmup_steps >= 1 else round(warmup_steps * min(steps.values()))
         if warmup >= min(starts.values()):
-            raise ValueError(f"{size_name(size)}: a warmup of {warmup} steps does not end before the first cooldown "
-                             f"branch starts (step {min(starts.values())}); lower warmup_steps or cooldown_fraction, "
-                             "or raise the shortest token budget.")
+            on = f" on U_D {unique:,}" if unique else ""
+            raise ValueError(f"{size_name(size)}{on}: a warmup of {warmup} steps does not end before the first "
+                             f"cooldown branch starts (step {min(starts.values())}); lower warmup_steps or "
+                             "cooldown_fraction, or raise the shortest token budget.")
         last = max(starts.values())
-        stable = PlannedRun(size, run_name(size, tokens=last * tokens_per_step, stable=True), last * tokens_per_step,
+        name = run_name(size, unique=unique, epochs=last * tokens_per_step / unique, stable=True) if unique else \
+            run_name(size, tokens=last * tokens_per_step, stable=True)
+        stable = PlannedRun(size, name, last * tokens_per_step, unique_tokens=unique,
                             branch_points=tuple(sorted(set(starts.values()))),
                             # WSD's warmup and stable phase; the rate stays at its peak through the last branch
                             # point, where the optimizer's rate is saved and the largest branch resumes

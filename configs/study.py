@@ -57,9 +57,10 @@ class StudyArguments:
         "help": "Passes over the unique data: D = epochs x U_D in whole steps, each pass in a new order (repeated "
                 "data, Muennighoff et al. 2023). 0: D is max_tokens, at most one epoch."})
     unique_budgets: list[int] = field(default_factory=list, metadata={
-        "help": "With epoch_budgets: every size also trains on each U_D (tokens, whole blocks of the train split's "
-                "start) for each number of epochs (runs <size>-U<U>-e<epochs>, data repeated; Muennighoff et al. "
-                "2023). Include epochs 1: the law's first stage is fitted on the runs that saw their data once."})
+        "help": "With epoch_budgets (or repeat_token_budgets): every size also trains on each U_D (tokens, whole "
+                "optimizer steps of the train split's start) for each number of epochs (runs <size>-U<U>-e<epochs>, "
+                "data repeated; Muennighoff et al. 2023). Include runs that see their data once (epochs 1, or "
+                "token_budgets): the law's first stage is fitted on them."})
     epoch_budgets: list[float] = field(default_factory=list, metadata={
         "help": "Passes over each of unique_budgets, e.g. [1, 2, 4, 8, 16]."})
     repeat_token_budgets: list[int] = field(default_factory=list, metadata={

@@ -318,8 +318,9 @@ def plan_cooldown_branches(runs: list[PlannedRun], *, tokens_per_step: int, cool
 
     Runs on repeated data (`plan_repeated_data_runs`) branch from a stable run of their own size
     and U_D, ``<size>-U<U_D>-e<epochs>-stable``, which passes over those U_D tokens as often as its
-    longest branch needs (a new order each pass, the Trainer's seeded sampler: seed + epoch), so
-    a branch of k epochs is the run of k epochs with this schedule, resumed mid-pass or not.
+    longest branch needs (a new order each pass, from accelerate's seeded sampler: the seed plus
+    the pass number), so a branch of k epochs is fed what one run of k epochs with its schedule is
+    fed, whether it resumes at the end of a pass or inside one.
 
     Args:
         runs: planned runs (`plan_study_runs`, `plan_repeated_data_runs`); those with a

@@ -51,8 +51,9 @@ demo: $(DEMO_DATA)/stats.json
 demo-grid: $(DEMO_DATA)/stats.json
 	$(call study_then_analysis,configs/demo_grid_study.yaml,$(DEMO_RUNS),$(DEMO_ANALYSIS),)
 
-# repeated data: 3 sizes x 3 unique-data sizes x 1, 2, 4 and 8 epochs (configs/demo_epochs_study.yaml), in
-# demo/epochs, then the analysis with the data-constrained law (R_D*)
+# repeated data: 3 sizes x 3 token budgets, each from the whole split and from 3 unique-data sizes (4 to 128
+# epochs), as cooldown branches (configs/demo_epochs_study.yaml), in demo/epochs, then the analysis with the
+# data-constrained law (R_D*)
 demo-epochs: $(DEMO_DATA)/stats.json
 	$(call study_then_analysis,configs/demo_epochs_study.yaml,$(DEMO_DIR)/epochs,$(DEMO_DIR)/epochs/analysis,--parallel 2)
 

@@ -57,11 +57,17 @@ class StudyArguments:
         "help": "Passes over the unique data: D = epochs x U_D in whole steps, each pass in a new order (repeated "
                 "data, Muennighoff et al. 2023). 0: D is max_tokens, at most one epoch."})
     unique_budgets: list[int] = field(default_factory=list, metadata={
-        "help": "With epoch_budgets: every size also trains on each U_D (tokens, whole blocks of the train split's "
-                "start) for each number of epochs (runs <size>-U<U>-e<epochs>, data repeated; Muennighoff et al. "
-                "2023). Include epochs 1: the law's first stage is fitted on the runs that saw their data once."})
+        "help": "With epoch_budgets (or repeat_token_budgets): every size also trains on each U_D (tokens, whole "
+                "optimizer steps of the train split's start) for each number of epochs (runs <size>-U<U>-e<epochs>, "
+                "data repeated; Muennighoff et al. 2023). Include runs that see their data once (epochs 1, or "
+                "token_budgets): the law's first stage is fitted on them."})
     epoch_budgets: list[float] = field(default_factory=list, metadata={
         "help": "Passes over each of unique_budgets, e.g. [1, 2, 4, 8, 16]."})
+    repeat_token_budgets: list[int] = field(default_factory=list, metadata={
+        "help": "Instead of epoch_budgets: token budgets D that every size reaches from each U_D of unique_budgets "
+                "at or below D, in D / U_D epochs (runs <size>-U<U>-e<epochs>): the same D from less and less "
+                "unique data, which measures what a repeat costs at equal compute (Muennighoff et al. 2023, fig. 3). "
+                "Give the same D in token_budgets for the runs that see D once (the whole train split)."})
     repeat_data: bool = field(default=False, metadata={
         "help": "Let D exceed one epoch of the unique data (max_tokens, token_budgets, IsoFLOP D values), repeating "
                 "it in a new order each pass; the IsoFLOP planner then keeps sizes it would leave out for needing "
@@ -112,10 +118,14 @@ class StudyArguments:
                              f"{self.global_batch_tokens} and {self.max_device_batch_size}.")
         if self.max_tokens < 0 or self.eval_max_blocks < 0 or self.unique_tokens < 0 or self.epochs < 0:
             raise ValueError("max_tokens, eval_max_blocks, unique_tokens and epochs must be >= 0.")
-        if bool(self.unique_budgets) != bool(self.epoch_budgets) or any(u <= 0 for u in self.unique_budgets) \
-                or any(not e > 0 for e in self.epoch_budgets):
-            raise ValueError(f"unique_budgets {self.unique_budgets} and epoch_budgets {self.epoch_budgets} go together "
-                             "and must be positive (e.g. [24576, 98304] and [1, 2, 4, 8]).")
+        if bool(self.unique_budgets) != (bool(self.epoch_budgets) or bool(self.repeat_token_budgets)) \
+                or (self.epoch_budgets and self.repeat_token_budgets) or any(u <= 0 for u in self.unique_budgets) \
+                or any(not e > 0 for e in self.epoch_budgets) or any(d <= 0 for d in self.repeat_token_budgets):
+            raise ValueError(f"unique_budgets {self.unique_budgets} goes with one of epoch_budgets "
+                             f"{self.epoch_budgets} (passes over each U_D) or repeat_token_budgets "
+                             f"{self.repeat_token_budgets} (D reached from each U_D), and all must be positive "
+                             "(e.g. unique_budgets [24576, 98304] with epoch_budgets [1, 2, 4, 8], or with "
+                             "repeat_token_budgets [1572864, 3145728]).")
         if self.epochs and self.max_tokens:
             raise ValueError(f"epochs {self.epochs} and max_tokens {self.max_tokens} both set D; give one (epochs: D = "
                              "epochs x unique_tokens).")

@@ -138,14 +138,15 @@ def main(argv: list[str] | None = None) -> int:
                                   epoch_tokens=epoch_steps * layout.tokens_per_step,
                                   token_budgets=study.token_budgets, isoflop_budgets=study.isoflop_budgets,
                                   repeat_data=study.repeat_data)
-    if study.cooldown_fraction and len(runs) > len(sizes):  # one stable run per size, a cooldown branch per budget
+    if study.unique_budgets:  # repeated data: each size x U_D x (epochs, or D from each U_D below it)
+        runs += plan_repeated_data_runs(sizes, tokens_per_step=layout.tokens_per_step, block_size=dataset.block_size,
+                                        train_blocks=dataset.blocks["train"], unique_budgets=study.unique_budgets,
+                                        epoch_budgets=study.epoch_budgets, token_budgets=study.repeat_token_budgets)
+    if study.cooldown_fraction and len(runs) > len(sizes):
+        # one stable run per size (and per U_D on repeated data), a cooldown branch per budget
         runs = plan_cooldown_branches(runs, tokens_per_step=layout.tokens_per_step,
                                       cooldown_fraction=study.cooldown_fraction,
                                       warmup_steps=training_args.warmup_steps)
-    if study.unique_budgets:  # repeated data: each size x U_D x epochs, never branched (each U_D its own data)
-        runs += plan_repeated_data_runs(sizes, tokens_per_step=layout.tokens_per_step, block_size=dataset.block_size,
-                                        train_blocks=dataset.blocks["train"], unique_budgets=study.unique_budgets,
-                                        epoch_budgets=study.epoch_budgets)
     # what every run trains on besides D, rate and seed: a finished run made otherwise is not reused
     recipe = run_recipe(run.dataset, dataset.fingerprint, dataset.block_size,
                         layout.tokens_per_step, training_args.to_dict())
@@ -159,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                           + (f", stable phase, branch points at steps {list(r.branch_points)}" if r.branch_points
                              else "") + ")" for r in extra))
         if any(r.branch_of for r in extra):
-            budgets = [r for r in extra if not r.unique_tokens]  # the repeated-data grid is never branched
-            trained = sum(own_tokens(r, layout.tokens_per_step) for r in budgets)
-            separate = sum(r.max_tokens for r in budgets if not r.branch_points)
+            trained = sum(own_tokens(r, layout.tokens_per_step) for r in extra)
+            separate = sum(r.max_tokens for r in extra if not r.branch_points)
             print(f"cooldown branches: {trained:,} tokens trained for these budgets, against {separate:,} in separate "
                   f"runs ({separate / trained:.2f}x fewer)")
     for note in notes:

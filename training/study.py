@@ -242,45 +242,69 @@ def plan_study_runs(sizes: list[str], n_params: dict[str, int], *, tokens_per_st
 
 
 def plan_repeated_data_runs(sizes: list[str], *, tokens_per_step: int, block_size: int, train_blocks: int,
-                            unique_budgets: list[int], epoch_budgets: list[float],
+                            unique_budgets: list[int], epoch_budgets: list[float] = (), token_budgets: list[int] = (),
                             min_steps: int = MIN_STEPS_PER_RUN) -> list[PlannedRun]:
-    """Every size on each unique-data size U_D for each number of epochs: the grid of a study of
-    repeated data (Muennighoff et al. 2023), named ``<size>-U<U_D>-e<epochs>``.
+    """Every size on each unique-data size U_D, for each number of epochs or up to each token budget:
+    the runs of a study of repeated data (Muennighoff et al. 2023), named ``<size>-U<U_D>-e<epochs>``.
 
-    U_D is rounded up to whole blocks (the train split's first ones, `training.batch.unique_blocks`),
-    D = epochs x U_D down to whole steps.
+    Two designs. With ``epoch_budgets``, every U_D for every number of epochs (a grid; runs of equal
+    D appear only where U_D x epochs coincide). With ``token_budgets``, every D from every U_D at or
+    below it, in D / U_D epochs: the same D from less and less unique data, which measures what a
+    repeat costs at equal compute (their fig. 3); the runs that see D once are the study's own
+    token budgets on the whole split.
+
+    U_D is rounded up to whole optimizer steps (the train split's first blocks,
+    `training.batch.unique_blocks`), so that every pass ends on a full step and D counts only
+    tokens trained; D = epochs x U_D, or the token budget, down to whole steps.
 
     Args:
         sizes: sizes in study order.
-        tokens_per_step: tokens per optimizer step; block_size: tokens per block.
+        tokens_per_step: tokens per optimizer step; block_size: tokens per block (a divisor of it).
         train_blocks: blocks in the train split.
-        unique_budgets: U_D values in tokens; epoch_budgets: passes over each.
+        unique_budgets: U_D values in tokens.
+        epoch_budgets: passes over each U_D; or
+        token_budgets: D values in tokens, each reached from every U_D at or below it.
         min_steps: fewest optimizer steps a run may have.
 
+    Returns:
+        The runs, by U_D, then epochs or D, then size.
+
     Raises:
-        ValueError: a U_D beyond the train split, or a run under ``min_steps`` steps (its U_D and
-            epochs, and what to change).
+        ValueError: both designs or neither; a U_D beyond the train split; a run under ``min_steps``
+            steps; or, with ``token_budgets``, a U_D above every D (each says what to change).
     """
+    if bool(epoch_budgets) == bool(token_budgets):
+        raise ValueError(f"give epoch_budgets {list(epoch_budgets)} or token_budgets {list(token_budgets)}, one of "
+                         "the two.")
     runs = []
     for unique in unique_budgets:
-        blocks = -(-int(unique) // block_size)
-        if blocks > train_blocks:
-            raise ValueError(f"unique budget {unique:,} exceeds the train split ({train_blocks * block_size:,} "
-                             "tokens).")
-        for epochs in epoch_budgets:
-            steps = int(epochs * blocks * block_size // tokens_per_step)
+        epoch_steps = -(-int(unique) // tokens_per_step)
+        unique_tokens = epoch_steps * tokens_per_step
+        if unique_tokens > train_blocks * block_size:
+            raise ValueError(f"unique budget {unique:,} ({unique_tokens:,} in whole steps of {tokens_per_step:,} "
+                             f"tokens) exceeds the train split ({train_blocks * block_size:,} tokens).")
+        if epoch_budgets:
+            plan = [(epochs, int(epochs * epoch_steps)) for epochs in epoch_budgets]
+        else:
+            plan = [(steps / epoch_steps, steps) for steps in (int(d) // tokens_per_step for d in token_budgets)
+                    if steps >= epoch_steps]
+            if not plan:
+                raise ValueError(f"unique budget {unique:,} is above every repeat_token_budgets D "
+                                 f"({', '.join(f'{d:,}' for d in token_budgets)}); lower it or add a larger D.")
+        for epochs, steps in plan:
             if steps < min_steps:
                 raise ValueError(f"U_D {unique:,} for {epochs:g} epochs gives {steps} steps of {tokens_per_step:,} "
                                  f"tokens, under {min_steps}; raise the smallest unique budget or lower "
                                  "global_batch_tokens.")
-            runs += [PlannedRun(size, run_name(size, unique=blocks * block_size, epochs=epochs),
-                                steps * tokens_per_step, unique_tokens=blocks * block_size) for size in sizes]
+            runs += [PlannedRun(size, run_name(size, unique=unique_tokens, epochs=epochs), steps * tokens_per_step,
+                                unique_tokens=unique_tokens) for size in sizes]
     return runs
 
 
 def plan_cooldown_branches(runs: list[PlannedRun], *, tokens_per_step: int, cooldown_fraction: float,
                            warmup_steps: float) -> list[PlannedRun]:
-    """Each size's extra-budget runs as cooldown branches of one warmup-stable-decay run.
+    """Each size's extra-budget runs as cooldown branches of one warmup-stable-decay run (per unique-data
+    size, for runs on repeated data).
 
     Hagele et al. 2024 (sec. 3-4) train at a constant rate after warmup and, for each budget of
     T optimizer steps, branch a cooldown from the stable phase's checkpoint at step
@@ -292,37 +316,47 @@ def plan_cooldown_branches(runs: list[PlannedRun], *, tokens_per_step: int, cool
     branches' warmup, is shared, so it is the study's ``warmup_steps`` in steps (>= 1), or that
     fraction of the size's shortest budget (< 1).
 
+    Runs on repeated data (`plan_repeated_data_runs`) branch from a stable run of their own size
+    and U_D, ``<size>-U<U_D>-e<epochs>-stable``, which passes over those U_D tokens as often as its
+    longest branch needs (a new order each pass, from accelerate's seeded sampler: the seed plus
+    the pass number), so a branch of k epochs is fed what one run of k epochs with its schedule is
+    fed, whether it resumes at the end of a pass or inside one.
+
     Args:
-        runs: planned runs (`plan_study_runs`); those with a ``max_tokens`` are replaced, the
-            main-budget runs are kept as they are.
+        runs: planned runs (`plan_study_runs`, `plan_repeated_data_runs`); those with a
+            ``max_tokens`` are replaced, the main-budget runs are kept as they are.
         tokens_per_step: tokens per optimizer step.
         cooldown_fraction: the share of each budget spent in its cooldown, in (0, 1).
         warmup_steps: the study's ``warmup_steps`` (a count, or a fraction of a run below 1).
 
     Returns:
-        The main-budget runs, then each size's stable run, then the branches.
+        The main-budget runs, then each stable run (by size, then U_D, as they first appear in
+        ``runs``), then the branches.
 
     Raises:
-        ValueError: the warmup does not end before a size's first branch point.
+        ValueError: the warmup does not end before a stable run's first branch point.
     """
-    keep, by_size = [], {}
+    keep, by_stable = [], {}
     for run in runs:
         if run.max_tokens is None:
             keep.append(run)
-        else:
-            by_size.setdefault(run.size, []).append(run)
+        else:  # the same data: one size on the whole split, or on one U_D
+            by_stable.setdefault((run.size, run.unique_tokens), []).append(run)
     stables, branches = [], []
-    for size, budget_runs in by_size.items():
+    for (size, unique), budget_runs in by_stable.items():
         steps = {run.run_name: run.max_tokens // tokens_per_step for run in budget_runs}
         cooldown = {name: max(1, round(cooldown_fraction * t)) for name, t in steps.items()}
         starts = {name: steps[name] - cooldown[name] for name in steps}
         warmup = int(warmup_steps) if warmup_steps >= 1 else round(warmup_steps * min(steps.values()))
         if warmup >= min(starts.values()):
-            raise ValueError(f"{size_name(size)}: a warmup of {warmup} steps does not end before the first cooldown "
-                             f"branch starts (step {min(starts.values())}); lower warmup_steps or cooldown_fraction, "
-                             "or raise the shortest token budget.")
+            on = f" on U_D {unique:,}" if unique else ""
+            raise ValueError(f"{size_name(size)}{on}: a warmup of {warmup} steps does not end before the first "
+                             f"cooldown branch starts (step {min(starts.values())}); lower warmup_steps or "
+                             "cooldown_fraction, or raise the shortest token budget.")
         last = max(starts.values())
-        stable = PlannedRun(size, run_name(size, tokens=last * tokens_per_step, stable=True), last * tokens_per_step,
+        name = run_name(size, unique=unique, epochs=last * tokens_per_step / unique, stable=True) if unique else \
+            run_name(size, tokens=last * tokens_per_step, stable=True)
+        stable = PlannedRun(size, name, last * tokens_per_step, unique_tokens=unique,
                             branch_points=tuple(sorted(set(starts.values()))),
                             # WSD's warmup and stable phase; the rate stays at its peak through the last branch
                             # point, where the optimizer's rate is saved and the largest branch resumes

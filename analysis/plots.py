@@ -366,12 +366,12 @@ def plot_loss_vs_epochs(runs: pd.DataFrame, sms_law: SMSLawFit | None, metric: s
 
     Args:
         runs: runs with ``size``, ``N_x``, ``U_D``, ``epochs`` and ``metric`` (each point one run;
-            runs with fewer than two epoch counts on their U_D are not drawn).
+            a U_D with fewer than two epoch counts, or never repeated, is not drawn).
         sms_law: the fitted law (`analysis.sms_law.fit_sms_law`), or None (points only).
         metric: loss column, nats/token.
     """
-    counts = runs.groupby("U_D")["epochs"].nunique() if len(runs) else pd.Series(dtype=float)
-    uniques = sorted(counts[counts >= 2].index)
+    counts = runs.groupby("U_D")["epochs"].agg(["nunique", "max"]) if len(runs) else pd.DataFrame()
+    uniques = sorted(counts[(counts["nunique"] >= 2) & (counts["max"] > 1 + 1e-9)].index) if len(counts) else []
     fig = Figure(figsize=(3.6 * max(len(uniques), 1) + 0.8, 4.2), dpi=150, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, max(len(uniques), 1), sharey=True, squeeze=False)[0]

@@ -22,6 +22,19 @@ from training.study import (
 )
 
 
+def _record_fed_blocks(monkeypatch) -> list[tuple[int, ...]]:
+    """A list that collects, in order, every block the Trainer feeds the model from now on."""
+    seen = []
+    collate = training.run.collate_blocks
+
+    def recording(features):
+        seen.extend(tuple(f["input_ids"]) for f in features)
+        return collate(features)
+
+    monkeypatch.setattr(training.run, "collate_blocks", recording)
+    return seen
+
+
 def test_epochs_set_the_steps_and_one_epoch_stays_the_limit_without_them():
     layout = compute_batch_layout(512, 64, 1, 4)  # 8 blocks a step
     assert plan_steps(32, layout, 0, epochs=3) == 12
@@ -39,14 +52,7 @@ def test_a_run_repeats_only_its_unique_blocks_each_epoch_in_a_new_order(tiny_set
     assert unique_blocks(prepared, StudyArguments(unique_tokens=2048)) == 32  # 4 steps of 8 blocks per epoch
     train = prepared.load()["train"].with_format("numpy")
     unique_rows = {tuple(train[i]["input_ids"]) for i in range(32)}
-    seen = []
-    collate = training.run.collate_blocks
-
-    def recording(features):  # what the Trainer feeds the model, in order
-        seen.extend(tuple(f["input_ids"]) for f in features)
-        return collate(features)
-
-    monkeypatch.setattr(training.run, "collate_blocks", recording)
+    seen = _record_fed_blocks(monkeypatch)
     for name in ("w16", "w32"):
         seen.clear()
         out = tmp_path / name
@@ -169,14 +175,7 @@ def test_a_branch_on_repeated_data_sees_what_one_uninterrupted_run_sees_and_ends
     stable, *branches = runs
     assert stable.run_name == "w16-U2048-e5.25-stable" and stable.branch_points == (16, 21)
     assert [(r.run_name, r.max_tokens // 512) for r in branches] == [("w16-U2048-e5", 20), ("w16-U2048-e6.5", 26)]
-    seen = []
-    collate = training.run.collate_blocks
-
-    def recording(features):  # what the Trainer feeds the model, in order
-        seen.extend(tuple(f["input_ids"]) for f in features)
-        return collate(features)
-
-    monkeypatch.setattr(training.run, "collate_blocks", recording)
+    seen = _record_fed_blocks(monkeypatch)
     train = load_script("train").main
     common = ["--size", str(sizes["w16"]), "--dataset", str(root / "data"), "--study", str(study), "--no-wandb",
               "--eval_steps", "0"]

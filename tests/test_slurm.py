@@ -182,7 +182,10 @@ def test_an_interrupted_runner_leaves_its_jobs_running_and_the_same_command_reat
               "              slurm=SlurmSettings(time_min=5, signal_delay_s=60))\n"
               "except StudyInterrupted as err:\n"
               "    print('interrupted:', err); sys.exit(130)\n")
-    proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C reaches a runner started from a terminal; one started by a shell in the background (as CI may run
+    # this suite) inherits SIGINT ignored and would never see it: start it as a terminal would.
+    proc = subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: (tmp_path / "a" / "started").exists() or proc.poll() is not None, 120, "the job to start")
         proc.send_signal(signal.SIGINT)  # Ctrl-C

@@ -74,6 +74,22 @@ def test_without_the_overfitting_term_the_loss_never_turns_up_and_the_interval_c
     assert fit.overfitting_epochs(1e6, 1e5) == math.inf
 
 
+def test_the_intervals_cover_the_truth_as_often_as_they_claim():
+    """6 synthetic music-like studies (0.5 % noise, 40 refits): the 95 % intervals of R_D* and of the
+    overfitting term's k_d hold the true value in 5 or more, and every fit lies inside its own
+    (measured over 40 studies with 100 refits: 37-40 of 40 for every parameter; refits started
+    from their own two stages alone held k_d in 10 of 40, and 7 fits lay outside their R_D* interval)."""
+    covered = {"R_D_star": 0, "k_d": 0}
+    for seed in range(6):
+        fit = fit_sms_law(*_runs(MUSIC_SMS, 0.005, 1000 + seed), n_bootstrap=40, seed=seed)
+        assert fit.n_bootstrap_used >= 38
+        for name in covered:
+            low, high = fit.intervals[name]
+            covered[name] += low <= MUSIC_SMS[name] <= high
+            assert low <= getattr(fit, name) <= high, (seed, name, (low, high))
+    assert min(covered.values()) >= 5, covered
+
+
 def test_too_few_runs_are_refused_with_what_to_train():
     n, d, u, loss = _runs(MUSIC_SMS, 0.0, 0, design=((1e5, [1, 2]),))
     with pytest.raises(ValueError, match="11 parameters: it needs 12 or more runs"):

@@ -401,7 +401,7 @@ def fit_sms_law(n: ArrayLike, d: ArrayLike, unique: ArrayLike, loss: ArrayLike, 
             continue
         m_n, m_d = float(np.log(n_arr[idx]).mean()), float(np.log(d_arr[idx]).mean())
         row = _fit_both([_to_centred_eq2(raw[:7], m_n, m_d)], n_arr[idx], d_arr[idx], u_arr[idx], loss_arr[idx],
-                        delta, overfitting, start_raw=raw if overfitting else None)
+                        delta, overfitting, start_raw=raw)
         if row is not None:
             samples.append(row)
     samples_arr = np.array(samples).reshape(-1, len(SMS_PARAM_NAMES))
